@@ -1,0 +1,47 @@
+"""The `saesteer` command: one subcommand per job, each a module in `saesteer/commands/`.
+
+A command module defines `HELP` (one line), `add_arguments(parser)` and `run(args) -> int`, and
+imports heavy libraries inside `run` so `saesteer --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Order is the order `saesteer --help` lists them in.
+COMMANDS = ["info", "prepare", "generate"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="saesteer",
+        description=(
+            "Sparse-autoencoder interpretability and steering: cache activations, train SAEs, "
+            "discover features, learn sparse steering codes, steer generation, audit it."
+        ),
+        epilog="Run `saesteer COMMAND --help` for a command's options.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        module = importlib.import_module(f"saesteer.commands.{name.replace('-', '_')}")
+        command = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(command)
+        command.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except (ValueError, FileNotFoundError, RuntimeError) as error:
+        if getattr(args, "debug", False):
+            raise
+        print(f"saesteer {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

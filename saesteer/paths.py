@@ -1,0 +1,85 @@
+"""Where saesteer keeps what it downloads or converts once and reuses.
+
+    $SAESTEER_CACHE_DIR            (default: ~/.cache/saesteer)
+        models/<name>-<sha16>/     converted default model (HF safetensors + tokenizer)
+        tokenizers/<name>-<sha16>/ tokenizer extracted from the GGUF (fast path for tiny-test)
+        corpora/<name>/            corpora fetched with npm
+
+Writers in this package create a sibling temporary folder, fill it, and rename it into place, so a
+killed process never leaves a half-written folder under a final name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+CACHE_ENV = "SAESTEER_CACHE_DIR"
+
+
+def cache_dir() -> Path:
+    """Root folder of saesteer's reusable artefacts (env `SAESTEER_CACHE_DIR` overrides)."""
+    root = os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "saesteer"
+    path = Path(root).expanduser()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def sha256_file(path: str | os.PathLike, chunk_bytes: int = 1 << 22) -> str:
+    """Hex sha256 of a file, read in 4 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk_bytes):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """Exclusive advisory lock on `path` (created if missing); released when the block exits."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def atomic_directory(final: Path) -> Iterator[Path]:
+    """Yield a temporary sibling folder; on success rename it to `final` (replacing a stale one).
+
+    On an exception the temporary folder is deleted and `final` is left untouched.
+    """
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    try:
+        yield tmp
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` through a temporary file and an atomic rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
