@@ -1,6 +1,6 @@
 """The `saesteer` command: one subcommand per job, each a module in `saesteer/commands/`.
 
-A command module defines `HELP` (one line), `add_arguments(parser)` and `run(args) -> int`, and
+Commands are discovered: a module `saesteer/commands/NAME.py` defines `HELP` (one line), `add_arguments(parser)` and `run(args) -> int`, and
 imports heavy libraries inside `run` so `saesteer --help` answers at once.
 """
 
@@ -8,10 +8,21 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import pkgutil
 import sys
 
-# Order is the order `saesteer --help` lists them in.
-COMMANDS = ["info", "prepare", "generate"]
+import saesteer.commands
+
+# Pipeline order for `saesteer --help`; any other module in saesteer/commands/ follows, sorted.
+COMMAND_ORDER = ["info", "prepare", "cache", "train-sae", "eval-sae", "features", "train-steer",
+                 "generate", "audit", "demo"]
+
+
+def command_names() -> list[str]:
+    """Every command module in `saesteer/commands/` (`train_sae.py` → `train-sae`), in help order."""
+    found = {m.name.replace("_", "-") for m in pkgutil.iter_modules(saesteer.commands.__path__)}
+    ordered = [name for name in COMMAND_ORDER if name in found]
+    return ordered + sorted(found - set(ordered))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run `saesteer COMMAND --help` for a command's options.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMANDS:
+    for name in command_names():
         module = importlib.import_module(f"saesteer.commands.{name.replace('-', '_')}")
         command = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(command)
