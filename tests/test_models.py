@@ -137,3 +137,18 @@ def test_killed_conversion_leaves_no_loadable_cache_and_is_redone(tmp_path):
     (final,) = [p for p in models.iterdir() if not p.name.startswith(".") and p.suffix != ".lock"]
     assert _manifest_ok(Path(final))
     assert not list(models.glob(".*.tmp-*"))
+
+
+@pytest.mark.subprocess
+def test_two_processes_converting_at_once_share_one_cache(tmp_path):
+    env = {**os.environ, "SAESTEER_CACHE_DIR": str(tmp_path)}
+    code = "from saesteer.models import default_tokenizer_dir; print(default_tokenizer_dir())"
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    folders = {proc.communicate(timeout=300)[0].strip() for proc in procs}
+    assert all(proc.returncode == 0 for proc in procs)
+    (folder,) = folders
+    assert _manifest_ok(Path(folder))
+    assert not list(Path(folder).parent.glob(".*.tmp-*"))
