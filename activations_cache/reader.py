@@ -1,0 +1,333 @@
+"""Read a finished cache: sequential, shuffled (for training), random access, stats.
+
+Every read is of whole chunks (chunk_rows rows), and each chunk's sha256 is checked the first time
+this reader reads it (`verify_reads=True`), so corruption is reported, never silently trained on.
+
+Shuffled order for (seed, epoch): the chunk order is a permutation π = perm_{seed,epoch}(n_chunks);
+consecutive groups of `window_chunks` chunks of π form windows; each window's rows are permuted
+with perm_{seed,epoch,w}; the epoch's row stream is the concatenation of the permuted windows and
+batch b is stream[b·B, (b+1)·B). Every token appears exactly once per epoch; a batch mixes rows
+of up to 2·window_chunks random chunks. `start_batch` skips whole windows without reading them.
+
+DDP: with `rank`/`world_size`, rank r yields rows [⌊r·m/W⌋, ⌊(r+1)·m/W⌋) of each global batch of
+m rows (m = B except possibly the last batch): the ranks' slices are disjoint, their union is the
+global batch, and every rank sees the same number of batches.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import torch
+
+from activations_cache.format import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    CorruptCacheError,
+    IncompleteCacheError,
+    decode,
+    read_attrs,
+    sha256_array,
+)
+from activations_cache.shards import finished_shards, partial_dir, read_job
+
+
+def open_cache(
+    path: str | os.PathLike, *, verify: bool = False, verify_reads: bool = True
+) -> CacheReader:
+    """Open a finished cache for reading; refuse an unfinished or damaged one with the fix.
+
+    verify: check every chunk checksum (and tokens/metadata) now, reading the whole file.
+    verify_reads: check each chunk's checksum the first time it is read (cheap: ~2 GB/s sha256).
+    """
+    reader = CacheReader(Path(path), verify_reads=verify_reads)
+    if verify:
+        reader.verify()
+    return reader
+
+
+class CacheReader:
+    """A read-only view of one cache file (see activations_cache.format for the layout)."""
+
+    def __init__(self, path: Path, verify_reads: bool = True):
+        self.path = path
+        self.verify_reads = verify_reads
+        self._verified: set[tuple[str, int]] = set()
+        self._check_finished()
+        try:
+            self.file = h5py.File(path, "r")
+        except OSError as error:
+            raise CorruptCacheError(
+                f"{path} is not a readable HDF5 file ({error}); it is truncated or damaged. "
+                "Delete it and rebuild it with `saesteer cache ...`."
+            ) from None
+        self.attrs = read_attrs(self.file)
+        self._check_header()
+        self.hooks: list[str] = list(self.attrs["hooks"])
+        self.n_tokens: int = int(self.attrs["n_tokens"])
+        self.chunk_rows: int = int(self.attrs["chunk_rows"])
+        self.n_chunks: int = math.ceil(self.n_tokens / self.chunk_rows)
+        self.storage_dtype: str = self.attrs["storage_dtype"]
+        self._checksums = {h: self.file[f"checksums/{h}"][()] for h in self.hooks}
+
+    def _check_finished(self) -> None:
+        folder = partial_dir(self.path)
+        if not self.path.exists() and (folder / "job.json").exists():
+            job = read_job(folder)
+            total = math.ceil(job["n_contexts"] / job["layout"]["shard_contexts"])
+            raise IncompleteCacheError(
+                f"{self.path} is unfinished ({len(finished_shards(folder))} of {total} shards in "
+                f"{folder}). Finish it by rerunning the same `saesteer cache` command with --resume "
+                "(Python: write_cache(..., resume=True))."
+            )
+        if not self.path.exists():
+            raise FileNotFoundError(
+                f"No cache at {self.path}; create one with `saesteer cache --out {self.path} ...`."
+            )
+
+    def _check_header(self) -> None:
+        if self.attrs.get("format") != FORMAT_NAME:
+            raise CorruptCacheError(
+                f"{self.path} is not an activations cache (no format={FORMAT_NAME!r} attribute)."
+            )
+        if self.attrs.get("format_version", 0) > FORMAT_VERSION:
+            raise CorruptCacheError(
+                f"{self.path} has format version {self.attrs['format_version']}; "
+                f"this library reads ≤ {FORMAT_VERSION}: upgrade saesteer."
+            )
+        if not self.attrs.get("complete", False):
+            raise IncompleteCacheError(
+                f"{self.path} is marked incomplete; rebuild it with `saesteer cache` "
+                "(or --resume the run that made it)."
+            )
+        missing = [
+            h
+            for h in self.attrs["hooks"]
+            if f"acts/{h}" not in self.file or f"checksums/{h}" not in self.file
+        ]
+        if missing or "tokens" not in self.file:
+            raise CorruptCacheError(
+                f"{self.path} lacks datasets for {missing or ['tokens']}; delete and rebuild it."
+            )
+
+    # ------------------------------------------------------------------ metadata
+
+    def d_model(self, hook: str) -> int:
+        return int(self._acts(hook).shape[1])
+
+    @property
+    def tokens(self) -> np.ndarray:
+        """Token ids [n_tokens] int32."""
+        return self.file["tokens"][()]
+
+    def metadata(self, name: str) -> np.ndarray:
+        """Per-token metadata [n_tokens] (`position`, and the caller's, e.g. `doc_id`, `special_mask`)."""
+        return self.file[f"meta/{name}"][()]
+
+    def n_batches(self, batch_size: int) -> int:
+        return math.ceil(self.n_tokens / batch_size)
+
+    def stats(self, hook: str) -> dict[str, Any]:
+        """{'mean': tensor [d] float32, 'mean_norm', 'mean_sq_norm', 'norm_quantiles': {q: value}}."""
+        group = self.file[f"stats/{self._check_hook(hook)}"]
+        levels = group.attrs["norm_quantile_levels"]
+        return {
+            "mean": torch.from_numpy(group["mean"][()].astype(np.float32)),
+            "mean_norm": float(group.attrs["mean_norm"]),
+            "mean_sq_norm": float(group.attrs["mean_sq_norm"]),
+            "norm_quantiles": dict(
+                zip(levels.tolist(), group.attrs["norm_quantiles"].tolist(), strict=True)
+            ),
+        }
+
+    def norms(self, hook: str) -> np.ndarray:
+        """‖x_i‖₂ of every stored row [n_tokens] float32."""
+        return self.file[f"norms/{self._check_hook(hook)}"][()]
+
+    # ------------------------------------------------------------------ chunk access
+
+    def _check_hook(self, hook: str) -> str:
+        if hook not in self.hooks:
+            raise KeyError(f"Hook {hook!r} is not in {self.path}; it holds {self.hooks}.")
+        return hook
+
+    def _acts(self, hook: str) -> h5py.Dataset:
+        return self.file[f"acts/{self._check_hook(hook)}"]
+
+    def read_chunk(self, hook: str, chunk: int) -> np.ndarray:
+        """Rows of chunk `chunk` [≤ chunk_rows, d] float32 (checksum-verified on first read)."""
+        r0 = chunk * self.chunk_rows
+        stored = self._acts(hook)[r0 : min(r0 + self.chunk_rows, self.n_tokens)]
+        if self.verify_reads and (hook, chunk) not in self._verified:
+            self._verify_chunk(hook, chunk, stored)
+        return decode(stored, self.storage_dtype)
+
+    def _verify_chunk(self, hook: str, chunk: int, stored: np.ndarray) -> None:
+        if sha256_array(stored).encode() != self._checksums[hook][chunk]:
+            r0 = chunk * self.chunk_rows
+            raise CorruptCacheError(
+                f"{self.path}: chunk {chunk} of acts/{hook} (rows {r0}..{r0 + len(stored) - 1}) does not "
+                "match its checksum: the file is damaged. Delete it and rebuild it with `saesteer cache`."
+            )
+        self._verified.add((hook, chunk))
+
+    def verify(self) -> None:
+        """Check every chunk of every hook, and the tokens and metadata checksums; raise on mismatch."""
+        for hook in self.hooks:
+            for chunk in range(self.n_chunks):
+                r0 = chunk * self.chunk_rows
+                self._verify_chunk(
+                    hook, chunk, self._acts(hook)[r0 : min(r0 + self.chunk_rows, self.n_tokens)]
+                )
+        n_ctx, length = self.attrs["n_contexts"], self.attrs["context_len"]
+        if sha256_array(self.tokens.reshape(n_ctx, length)) != self.attrs["tokens_sha256"]:
+            raise CorruptCacheError(
+                f"{self.path}: tokens do not match their checksum; delete and rebuild it."
+            )
+        for name, digest in self.attrs["metadata_sha256"].items():
+            if sha256_array(self.metadata(name).reshape(n_ctx, length)) != digest:
+                raise CorruptCacheError(
+                    f"{self.path}: meta/{name} does not match its checksum; delete and rebuild it."
+                )
+
+    # ------------------------------------------------------------------ iteration
+
+    def read(self, hook: str, token_indices: Any) -> torch.Tensor:
+        """Rows at `token_indices` (any order, repeats allowed) → [n, d] float32, via whole chunks."""
+        index = np.asarray(token_indices, dtype=np.int64).reshape(-1)
+        if index.size and (index.min() < 0 or index.max() >= self.n_tokens):
+            raise IndexError(
+                f"token indices must be in [0, {self.n_tokens}); got {index.min()}..{index.max()}."
+            )
+        out = np.empty((index.size, self.d_model(hook)), dtype=np.float32)
+        chunks = index // self.chunk_rows
+        for chunk in np.unique(chunks):
+            where = np.nonzero(chunks == chunk)[0]
+            out[where] = self.read_chunk(hook, int(chunk))[index[where] - chunk * self.chunk_rows]
+        return torch.from_numpy(out)
+
+    def sequential_batches(self, hook: str, batch_size: int) -> Iterator[torch.Tensor]:
+        """Batches [≤ batch_size, d] float32 in token order (the last may be shorter)."""
+        return _batches(
+            (self.read_chunk(hook, c) for c in range(self.n_chunks)), batch_size, 0, 0, 1
+        )
+
+    def shuffled_batches(
+        self,
+        hook: str,
+        batch_size: int,
+        seed: int,
+        epoch: int = 0,
+        start_batch: int = 0,
+        *,
+        window_chunks: int = 16,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> Iterator[torch.Tensor]:
+        """Deterministic shuffled batches (see module docstring); resume mid-epoch with `start_batch`."""
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, world_size={world_size}); got {rank}.")
+        self._check_hook(hook)
+        order = np.random.default_rng([seed, epoch]).permutation(self.n_chunks)
+        windows = [order[i : i + window_chunks] for i in range(0, self.n_chunks, window_chunks)]
+        skip_rows = start_batch * batch_size
+        first, row = 0, 0  # first window that holds row `skip_rows`, and its first stream row
+        for window in windows:
+            size = sum(self._chunk_len(c) for c in window)
+            if row + size > skip_rows:
+                break
+            first, row = first + 1, row + size
+
+        def blocks() -> Iterator[np.ndarray]:
+            for w in range(first, len(windows)):
+                rows = np.concatenate([self.read_chunk(hook, int(c)) for c in windows[w]])
+                yield rows[np.random.default_rng([seed, epoch, w]).permutation(len(rows))]
+
+        return _batches(blocks(), batch_size, skip_rows - row, rank, world_size)
+
+    def _chunk_len(self, chunk: int) -> int:
+        return min(self.chunk_rows, self.n_tokens - chunk * self.chunk_rows)
+
+    def dataloader(
+        self,
+        hook: str,
+        batch_size: int,
+        seed: int = 0,
+        *,
+        shuffle: bool = True,
+        prefetch: int = 2,
+        epoch: int = 0,
+        start_batch: int = 0,
+        window_chunks: int = 16,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
+        """Iterable of batches produced by a background thread (`prefetch` batches ahead)."""
+        from activations_cache.loader import ActivationDataset, PrefetchLoader
+
+        dataset = ActivationDataset(
+            self.path,
+            hook,
+            batch_size,
+            seed,
+            shuffle=shuffle,
+            epoch=epoch,
+            start_batch=start_batch,
+            window_chunks=window_chunks,
+            rank=rank,
+            world_size=world_size,
+        )
+        return PrefetchLoader(dataset, prefetch)
+
+    def close(self) -> None:
+        self.file.close()
+
+    def __enter__(self) -> CacheReader:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"CacheReader({str(self.path)!r}, n_tokens={self.n_tokens}, hooks={self.hooks}, "
+            f"dtype={self.storage_dtype})"
+        )
+
+
+def _batches(
+    blocks: Iterator[np.ndarray], batch_size: int, skip: int, rank: int, world_size: int
+) -> Iterator[torch.Tensor]:
+    """Cut a stream of row blocks into batches of `batch_size` rows after skipping `skip` rows."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be ≥ 1, got {batch_size}.")
+    pending: list[np.ndarray] = []
+    held = 0
+    for block in blocks:
+        if skip:
+            dropped = min(skip, len(block))
+            block, skip = block[dropped:], skip - dropped
+        pending.append(block)
+        held += len(block)
+        if held < batch_size:
+            continue
+        rows = np.concatenate(pending)
+        cut = (len(rows) // batch_size) * batch_size
+        for b0 in range(0, cut, batch_size):
+            yield _rank_slice(rows[b0 : b0 + batch_size], rank, world_size)
+        pending, held = [rows[cut:]], len(rows) - cut
+    if held:
+        yield _rank_slice(np.concatenate(pending), rank, world_size)
+
+
+def _rank_slice(batch: np.ndarray, rank: int, world_size: int) -> torch.Tensor:
+    m = len(batch)
+    return torch.from_numpy(
+        np.ascontiguousarray(batch[(rank * m) // world_size : ((rank + 1) * m) // world_size])
+    )
