@@ -1,0 +1,236 @@
+"""Steering codes: one interface, `code.apply(h, alpha) -> h'`, for every method.
+
+    DenseVector   h' = h + α · v                 v [d_model]   methods: bipo, mean-diff
+    LatentCode    mode "add":   YaPO edit        v [d_sae]     methods: yapo, features
+                  mode "clamp": clamp edit       c [d_sae]     method:  features
+                  (formulas in `saesteer.steer.latent`)
+
+A code knows where it applies (`hook_name`, e.g. ``blocks.15.hook_resid_post``) and for which model
+(`model_name`, `d_model`); a latent code also records its SAE's checksum. `meta` holds the method's
+hyper-parameters, the training data checksum and training results; `saesteer.steer.io` saves it.
+Codes are immutable: a trainer builds a new one from its learned tensor.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import torch
+
+from saesteer.steer.latent import full_latent_steer, latent_clamp, latent_steer
+from saesteer.steer.sae_ref import sae_checksum
+
+HOOK_PATTERN = re.compile(r"^blocks\.(\d+)\.hook_resid_(pre|post)$")
+SUPPORT_RESTRICTED_ARCHS = ("relu", "jumprelu", "batchtopk")
+
+
+def parse_hook_name(hook_name: str) -> tuple[int, str]:
+    """``blocks.{l}.hook_resid_{pre|post}`` → (l, "pre" | "post"); other hooks are an error."""
+    match = HOOK_PATTERN.match(hook_name)
+    if match is None:
+        raise ValueError(
+            f"Steering hook {hook_name!r} is not supported; use a residual-stream hook "
+            "such as 'blocks.15.hook_resid_post' or 'blocks.15.hook_resid_pre'."
+        )
+    return int(match.group(1)), match.group(2)
+
+
+class SteeringCode:
+    """Base: where a code applies and what it records. Subclasses implement `apply`."""
+
+    method: str = ""
+
+    def __init__(
+        self, hook_name: str, model_name: str, d_model: int, meta: dict[str, Any] | None = None
+    ) -> None:
+        parse_hook_name(hook_name)
+        self.hook_name = hook_name
+        self.model_name = model_name
+        self.d_model = d_model
+        self.meta = dict(meta or {})
+
+    @property
+    def layer(self) -> int:
+        return parse_hook_name(self.hook_name)[0]
+
+    def apply(self, h: torch.Tensor, alpha: float) -> torch.Tensor:
+        """h [..., d_model] → steered h' [..., d_model] at strength α (α = 0: identity)."""
+        raise NotImplementedError
+
+    def to(self, device: torch.device | str, dtype: torch.dtype) -> SteeringCode:
+        """A copy whose tensors live on `device` in `dtype` (the hooked activations')."""
+        raise NotImplementedError
+
+    def effect_norm(self, h: torch.Tensor, alpha: float = 1.0) -> float:
+        """Mean residual-space size of the edit, mean ‖h' − h‖ over tokens of h [..., d]."""
+        with torch.no_grad():
+            return (self.apply(h, alpha) - h).norm(dim=-1).mean().item()
+
+
+class DenseVector(SteeringCode):
+    """h' = h + α · v with v [d_model] (BiPO vector or mean-difference / CAA vector)."""
+
+    def __init__(
+        self,
+        vector: torch.Tensor,
+        hook_name: str,
+        model_name: str,
+        method: str,
+        meta: dict[str, Any] | None = None,
+    ) -> None:
+        if vector.ndim != 1:
+            raise ValueError(
+                f"A dense steering vector is 1-D [d_model]; got shape {tuple(vector.shape)}."
+            )
+        super().__init__(hook_name, model_name, vector.shape[0], meta)
+        self.vector = vector.detach()
+        self.method = method
+
+    def apply(self, h: torch.Tensor, alpha: float) -> torch.Tensor:
+        return h + alpha * self.vector
+
+    def to(self, device: torch.device | str, dtype: torch.dtype) -> DenseVector:
+        return DenseVector(
+            self.vector.to(device, dtype), self.hook_name, self.model_name, self.method, self.meta
+        )
+
+
+class LatentCode(SteeringCode):
+    """A code in an SAE's latent space (YaPO, or hand-chosen latents); see module docstring.
+
+    Holds only the support's slices of the SAE (W_enc[:, S], b_enc[S], W_dec[S], b_dec, θ_S) for
+    ReLU/JumpReLU/BatchTopK SAEs; TopK SAEs keep the whole SAE (the full encode is needed).
+    """
+
+    def __init__(
+        self,
+        sae,
+        values: torch.Tensor,
+        method: str,
+        mode: str = "add",
+        meta: dict[str, Any] | None = None,
+        model_name: str | None = None,
+        hook_name: str | None = None,
+        support: torch.Tensor | None = None,
+    ) -> None:
+        if values.shape != (sae.cfg.d_sae,):
+            raise ValueError(
+                f"Code has shape {tuple(values.shape)}, but the SAE has d_sae="
+                f"{sae.cfg.d_sae}; a latent code is one value per SAE latent."
+            )
+        if mode not in ("add", "clamp"):
+            raise ValueError(f"mode must be 'add' or 'clamp', got {mode!r}.")
+        hook_name = hook_name or sae.cfg.hook_name
+        if not hook_name:
+            raise ValueError(
+                "The SAE records no hook_name; pass hook_name='blocks.L.hook_resid_post'."
+            )
+        super().__init__(hook_name, model_name or sae.cfg.model_name, sae.cfg.d_in, meta)
+        self.method, self.mode = method, mode
+        self.arch = sae.cfg.arch
+        self.sae_checksum = sae_checksum(sae)
+        self.d_sae = sae.cfg.d_sae
+        values = values.detach()
+        if support is None:
+            support = values.nonzero().squeeze(-1)
+        self.support = support.sort().values  # [s] latent indices: supp(v), or the chosen latents
+        self.values = values[self.support]  # [s] v_S (add) or c_S (clamp)
+        self.sae = sae if self.arch not in SUPPORT_RESTRICTED_ARCHS else None
+        with torch.no_grad():
+            self.slices = {
+                "W_enc_S": sae.W_enc[:, self.support].detach().clone(),
+                "b_enc_S": sae.b_enc[self.support].detach().clone(),
+                "W_dec_S": sae.W_dec[self.support].detach().clone(),
+                "b_dec": sae.b_dec.detach().clone(),
+                "threshold_S": sae.threshold[self.support].detach().clone(),
+            }
+
+    @classmethod
+    def from_slices(
+        cls,
+        slices: dict[str, torch.Tensor],
+        support: torch.Tensor,
+        values: torch.Tensor,
+        *,
+        arch: str,
+        d_sae: int,
+        sae_checksum: str,
+        hook_name: str,
+        model_name: str,
+        method: str,
+        mode: str,
+        meta: dict[str, Any],
+    ) -> LatentCode:
+        """Rebuild a support-restricted code from saved slices (no SAE needed)."""
+        if arch not in SUPPORT_RESTRICTED_ARCHS:
+            raise ValueError(f"A {arch} SAE code needs the SAE itself; load it with sae=...")
+        code = cls.__new__(cls)
+        SteeringCode.__init__(code, hook_name, model_name, slices["b_dec"].shape[0], meta)
+        code.method, code.mode, code.arch, code.d_sae = method, mode, arch, d_sae
+        code.sae_checksum, code.sae = sae_checksum, None
+        code.support, code.values, code.slices = support, values, dict(slices)
+        return code
+
+    @property
+    def support_size(self) -> int:
+        return int(self.support.numel())
+
+    def dense_values(self) -> torch.Tensor:
+        """The code as a dense vector [d_sae] (zeros off the support)."""
+        dense = torch.zeros(self.d_sae, dtype=self.values.dtype, device=self.values.device)
+        return dense.index_put_((self.support,), self.values)
+
+    def apply(self, h: torch.Tensor, alpha: float) -> torch.Tensor:
+        if self.sae is not None:  # TopK: the full encode decides which latents are active
+            if self.mode == "clamp":
+                raise ValueError("Clamping is supported for ReLU/JumpReLU/BatchTopK SAEs only.")
+            v = self.dense_values().to(h.dtype)
+            return full_latent_steer(self.sae, h, v, alpha)
+        s = self.slices
+        threshold = None if self.arch == "relu" else s["threshold_S"]
+        edit = latent_steer if self.mode == "add" else latent_clamp
+        return edit(
+            h, s["W_enc_S"], s["b_enc_S"], s["W_dec_S"], s["b_dec"], self.values, alpha, threshold
+        )
+
+    def to(self, device: torch.device | str, dtype: torch.dtype) -> LatentCode:
+        code = LatentCode.__new__(LatentCode)
+        code.__dict__.update(self.__dict__)
+        code.values = self.values.to(device, dtype)
+        code.support = self.support.to(device)
+        code.slices = {k: t.to(device, dtype) for k, t in self.slices.items()}
+        if self.sae is not None:
+            code.sae = self.sae.to(device, dtype)
+        return code
+
+
+def feature_code(
+    sae,
+    latents: dict[int, float],
+    mode: str = "add",
+    hook_name: str | None = None,
+    model_name: str | None = None,
+) -> LatentCode:
+    """Manual SAE feature steering: add `latents[i]` to latent i (mode "add": z' = relu(z + α·v)),
+    or clamp latent i towards `latents[i]` (mode "clamp": z' = z + α·(c − z); c = 0 ablates)."""
+    if not latents:
+        raise ValueError("Choose at least one latent, e.g. {123: 8.0}.")
+    bad = [i for i in latents if not 0 <= int(i) < sae.cfg.d_sae]
+    if bad:
+        raise ValueError(f"Latent indices {bad} are outside the SAE's 0..{sae.cfg.d_sae - 1}.")
+    values = torch.zeros(sae.cfg.d_sae)
+    for index, value in latents.items():
+        values[int(index)] = float(value)
+    meta = {"latents": {str(int(i)): float(v) for i, v in latents.items()}, "mode": mode}
+    support = torch.tensor(sorted({int(i) for i in latents}), dtype=torch.long)
+    return LatentCode(
+        sae,
+        values,
+        method="features",
+        mode=mode,
+        meta=meta,
+        hook_name=hook_name,
+        model_name=model_name,
+        support=support,
+    )

@@ -1,0 +1,70 @@
+"""`TrainSteerConfig`: one dataclass for `saesteer train-steer`, config files and `fit_steering`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from saesteer.config import option
+
+METHODS = ("yapo", "bipo", "mean-diff")
+
+
+@dataclass
+class TrainSteerConfig:
+    """How to learn a steering code from preference pairs (see `saesteer.steer.train`)."""
+
+    pairs: str = option(
+        help="training pairs: a JSONL file, or a shipped data set name "
+        "(sentiment, formality, topic-ocean)"
+    )
+    method: str = option(
+        "yapo",
+        "yapo (sparse SAE-latent code) | bipo (dense vector) | "
+        "mean-diff (contrastive mean difference)",
+        choices=list(METHODS),
+    )
+    out: str | None = option(None, "output folder for the code (code.safetensors + code.json)")
+    model: str = option("smollm2-135m-instruct", "model name or local folder")
+    sae: str | None = option(None, "SAE folder (required for yapo; fixes the hook)")
+    hook_name: str | None = option(
+        None,
+        "residual hook for bipo/mean-diff, e.g. "
+        "blocks.15.hook_resid_post (default: the SAE's, else the "
+        "middle layer's resid_post)",
+    )
+    validation: str | None = option(
+        None,
+        "validation pairs JSONL (default: the shipped data set's "
+        "validation split, else --val-fraction of the pairs)",
+    )
+    val_fraction: float = option(
+        0.2, "fraction of the pairs held out when no validation set is given"
+    )
+    chat: bool = option(False, "wrap prompts in the model's chat template")
+    epochs: int = option(4, "passes over the training pairs")
+    batch_pairs: int = option(4, "pairs per micro-batch")
+    grad_accum: int = option(1, "micro-batches per optimizer step")
+    lr: float = option(5e-4, "AdamW learning rate (cosine decay to 0)")
+    weight_decay: float = option(0.05, "AdamW weight decay")
+    beta: float = option(0.1, "β of the preference loss −log σ(d·β·(r(y_w) − r(y_l)))")
+    l1: float = option(
+        0.1,
+        "yapo: L1 weight λ on the code (applied as a soft-threshold of lr·λ "
+        "after each step, which makes exact zeros)",
+    )
+    top_k: int | None = option(None, "yapo: keep at most this many non-zero latents (support cap)")
+    max_length: int = option(128, "tokens per prompt + completion (prompts are cut from the left)")
+    seed: int = option(0, "seed of shuffling, directions and the held-out split")
+    device: str = option("cpu", "torch device")
+    progress: bool = option(True, "show a progress bar")
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}.")
+        for name in ("epochs", "batch_pairs", "grad_accum", "max_length"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be ≥ 1, got {getattr(self, name)}.")
+        if not 0 < self.val_fraction < 1:
+            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}.")
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError(f"top_k must be ≥ 1 or unset, got {self.top_k}.")

@@ -1,0 +1,172 @@
+"""Steered generation for batches of prompts, and the `--steer DIR --alpha A` CLI options.
+
+`generate_steered` left-pads a batch of prompts (plain or chat-templated) and decodes with either
+model kind under `steer(...)`:
+  - a Hugging Face causal LM: `model.generate(input_ids, attention_mask=...)` (fast; same weights);
+  - a TransformerLens `HookedTransformer`: `model.generate(tokens, padding_side="left")`.
+Both use the KV cache unless `use_cache=False`. Greedy at temperature 0, else sampled with `seed`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+
+from saesteer.steer.codes import SteeringCode
+from saesteer.steer.hooks import POSITIONS, is_hooked_transformer, steer
+
+
+def batch_prompt_ids(
+    tokenizer: Any, prompts: Sequence[str], chat: bool = False, system: str | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded (input_ids [batch, T], attention_mask [batch, T]) of `prompts`."""
+    if not prompts:
+        raise ValueError("Give at least one prompt.")
+    rows = []
+    for prompt in prompts:
+        if chat:
+            messages = ([{"role": "system", "content": system}] if system else []) + [
+                {"role": "user", "content": prompt}
+            ]
+            text = tokenizer.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=True
+            )
+            rows.append(tokenizer(text, add_special_tokens=False).input_ids)
+        else:
+            rows.append(tokenizer(prompt).input_ids)
+    if not all(rows):
+        raise ValueError("A prompt is empty after tokenization; give at least one token of text.")
+    width = max(len(r) for r in rows)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros(len(rows), width, dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, width - len(row) :] = torch.tensor(row)
+        mask[i, width - len(row) :] = 1
+    return ids, mask
+
+
+@torch.inference_mode()
+def generate_ids_steered(
+    model,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    code: SteeringCode | None = None,
+    alpha: float = 0.0,
+    positions: str = "all",
+    max_new_tokens: int = 48,
+    temperature: float = 0.0,
+    seed: int = 0,
+    use_cache: bool = True,
+    eos_token_id: int | None = None,
+) -> torch.Tensor:
+    """New token ids [batch, ≤ max_new_tokens] for left-padded prompts; no code = plain generation.
+
+    Rows that finish early are padded with `eos_token_id` (None: run all `max_new_tokens`).
+    """
+    torch.manual_seed(seed)
+    context = steer(model, code, alpha, positions) if code is not None else contextlib.nullcontext()
+    with context:
+        if is_hooked_transformer(model):
+            device = model.cfg.device
+            out = model.generate(
+                input_ids.to(device),
+                max_new_tokens=max_new_tokens,
+                do_sample=temperature > 0,
+                temperature=max(temperature, 1e-5),
+                use_past_kv_cache=use_cache,
+                stop_at_eos=eos_token_id is not None,
+                eos_token_id=eos_token_id,
+                padding_side="left",
+                verbose=False,
+            )
+        else:
+            device = model.device
+            sampling = (
+                {"do_sample": True, "temperature": temperature}
+                if temperature > 0
+                else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+            )
+            out = model.generate(
+                input_ids.to(device),
+                attention_mask=attention_mask.to(device),
+                max_new_tokens=max_new_tokens,
+                use_cache=use_cache,
+                eos_token_id=eos_token_id,
+                pad_token_id=eos_token_id if eos_token_id is not None else 0,
+                min_new_tokens=0 if eos_token_id is not None else max_new_tokens,
+                **sampling,
+            )
+    return out[:, input_ids.shape[1] :].cpu()
+
+
+def generate_steered(
+    model,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    code: SteeringCode | None = None,
+    alpha: float = 0.0,
+    positions: str = "all",
+    chat: bool = False,
+    system: str | None = None,
+    stop_at_eos: bool = True,
+    **kwargs: Any,
+) -> list[str]:
+    """Generate a continuation (or chat reply) of each prompt under `code` at `alpha`; new text only.
+
+    kwargs: max_new_tokens, temperature, seed, use_cache (see `generate_ids_steered`).
+    """
+    ids, mask = batch_prompt_ids(tokenizer, prompts, chat=chat, system=system)
+    eos = tokenizer.eos_token_id if stop_at_eos else None
+    new = generate_ids_steered(model, ids, mask, code, alpha, positions, eos_token_id=eos, **kwargs)
+    return [tokenizer.decode(row, skip_special_tokens=True).strip() for row in new]
+
+
+# --------------------------------------------------------------------------- CLI options
+
+
+def add_steering_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--steer DIR`, `--alpha A`, `--steer-positions`, `--sae DIR` for a command that generates."""
+    group = parser.add_argument_group("steering")
+    group.add_argument(
+        "--steer", metavar="DIR", help="steering-code folder from `saesteer train-steer`"
+    )
+    group.add_argument(
+        "--alpha",
+        type=float,
+        default=1.0,
+        help="steering strength (sign = direction; 0 = off; default 1.0)",
+    )
+    group.add_argument(
+        "--steer-positions",
+        choices=POSITIONS,
+        default="all",
+        help="which positions to steer (default all)",
+    )
+    group.add_argument(
+        "--sae",
+        metavar="DIR",
+        help="the code's SAE folder (needed for TopK SAEs; checked against the code)",
+    )
+
+
+@contextlib.contextmanager
+def apply_steering_from_args(model, args: argparse.Namespace) -> Iterator[SteeringCode | None]:
+    """Steer `model` as the parsed `add_steering_arguments` options say (no `--steer`: no-op)."""
+    if not getattr(args, "steer", None):
+        yield None
+        return
+    from saesteer.steer.io import load_code
+
+    sae = None
+    if getattr(args, "sae", None):
+        from saesteer.sae.io import load_sae
+
+        sae = load_sae(args.sae)
+    code = load_code(args.steer, sae=sae)
+    with steer(model, code, args.alpha, args.steer_positions):
+        yield code

@@ -1,0 +1,163 @@
+"""Save and load steering codes; check a code against the model and SAE it is used with.
+
+A code folder:
+    code.safetensors   dense: {"vector" [d_model]}
+                       latent: {"support" [s] int64, "values" [s], and the SAE's support slices
+                       "W_enc_S" [d, s], "b_enc_S" [s], "W_dec_S" [s, d], "b_dec" [d], "threshold_S" [s]}
+    code.json          format, method, mode, model_name, d_model, hook_name, the SAE's checksum/arch/
+                       d_sae (latent codes), and `meta`: hyper-parameters, data checksum, results
+
+ReLU/JumpReLU/BatchTopK latent codes are self-contained (the slices are all the edit needs), so
+generation needs no SAE; when an SAE is given it must match the recorded checksum. TopK codes need it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save
+
+from saesteer.paths import atomic_write_bytes
+from saesteer.steer.codes import DenseVector, LatentCode, SteeringCode, parse_hook_name
+from saesteer.steer.sae_ref import sae_checksum
+
+FORMAT = "saesteer-steering-code/1"
+WEIGHTS_FILE = "code.safetensors"
+META_FILE = "code.json"
+
+
+class CodeMismatchError(ValueError):
+    """A steering code is used with a model, SAE or layer it was not made for."""
+
+
+def save_code(code: SteeringCode, path: str | os.PathLike) -> Path:
+    """Write `code` to folder `path` (weights first, code.json last: its presence marks completeness)."""
+    path = Path(path)
+    record: dict[str, Any] = {
+        "format": FORMAT,
+        "method": code.method,
+        "model_name": code.model_name,
+        "d_model": code.d_model,
+        "hook_name": code.hook_name,
+        "meta": code.meta,
+    }
+    if isinstance(code, DenseVector):
+        tensors = {"vector": code.vector}
+    else:
+        assert isinstance(code, LatentCode)
+        tensors = {"support": code.support, "values": code.values, **code.slices}
+        record.update(
+            mode=code.mode,
+            sae={"checksum": code.sae_checksum, "arch": code.arch, "d_sae": code.d_sae},
+            support_size=code.support_size,
+        )
+    tensors = {k: t.detach().cpu().contiguous() for k, t in tensors.items()}
+    atomic_write_bytes(path / WEIGHTS_FILE, save(tensors))
+    atomic_write_bytes(path / META_FILE, json.dumps(record, indent=2, default=str).encode())
+    return path
+
+
+def read_code_record(path: str | os.PathLike) -> dict[str, Any]:
+    """The code.json of a code folder (clear error when the folder is not one)."""
+    meta_file = Path(path) / META_FILE
+    if not meta_file.is_file():
+        raise FileNotFoundError(
+            f"{path} is not a steering-code folder (no {META_FILE}); train one "
+            "with `saesteer train-steer ... --out DIR`."
+        )
+    record = json.loads(meta_file.read_text())
+    if record.get("format") != FORMAT:
+        raise ValueError(
+            f"{meta_file}: unknown format {record.get('format')!r}, expected {FORMAT!r}."
+        )
+    return record
+
+
+def load_code(path: str | os.PathLike, sae=None) -> SteeringCode:
+    """Load a code folder; a latent code is checked against `sae` when given (needed for TopK)."""
+    record = read_code_record(path)
+    tensors = load_file(Path(path) / WEIGHTS_FILE)
+    common = {
+        "hook_name": record["hook_name"],
+        "model_name": record["model_name"],
+        "meta": record["meta"],
+    }
+    if "sae" not in record:
+        return DenseVector(tensors["vector"], method=record["method"], **common)
+    info = record["sae"]
+    if sae is not None:
+        check_sae(info["checksum"], record["hook_name"], sae, where=str(path))
+        values = torch.zeros(info["d_sae"], dtype=tensors["values"].dtype)
+        values[tensors["support"]] = tensors["values"]
+        return LatentCode(
+            sae,
+            values,
+            method=record["method"],
+            mode=record["mode"],
+            support=tensors["support"],
+            **common,
+        )
+    slices = {k: tensors[k] for k in ("W_enc_S", "b_enc_S", "W_dec_S", "b_dec", "threshold_S")}
+    return LatentCode.from_slices(
+        slices,
+        tensors["support"],
+        tensors["values"],
+        arch=info["arch"],
+        d_sae=info["d_sae"],
+        sae_checksum=info["checksum"],
+        method=record["method"],
+        mode=record["mode"],
+        **common,
+    )
+
+
+def check_sae(expected_checksum: str, hook_name: str, sae, where: str = "the code") -> None:
+    """Raise `CodeMismatchError` unless `sae` is the dictionary the code was made in."""
+    if sae.cfg.hook_name and sae.cfg.hook_name != hook_name:
+        raise CodeMismatchError(
+            f"{where} steers {hook_name}, but the SAE was trained on "
+            f"{sae.cfg.hook_name}; pass the SAE of that layer."
+        )
+    actual = sae_checksum(sae)
+    if actual != expected_checksum:
+        raise CodeMismatchError(
+            f"{where} was made with SAE checksum {expected_checksum[:16]}…, but "
+            f"this SAE's is {actual[:16]}…: pass the SAE the code was trained "
+            "with (or retrain the code on this SAE)."
+        )
+
+
+def model_facts(model) -> tuple[str, int, int]:
+    """(name, d_model, n_layers) of a HookedTransformer or a Hugging Face causal LM."""
+    if hasattr(model, "cfg") and hasattr(model.cfg, "d_model"):
+        return model.cfg.model_name, model.cfg.d_model, model.cfg.n_layers
+    config = model.config
+    return "", config.hidden_size, config.num_hidden_layers
+
+
+def check_model(code: SteeringCode, model, model_name: str | None = None) -> None:
+    """Raise `CodeMismatchError` unless `model` has the code's width, layer and (if known) name.
+
+    Hugging Face models carry no TransformerLens name: pass `model_name` to check it too.
+    """
+    name, d_model, n_layers = model_facts(model)
+    name = model_name or name
+    layer, _ = parse_hook_name(code.hook_name)
+    if name and code.model_name and name != code.model_name:
+        raise CodeMismatchError(
+            f"This steering code was made for model {code.model_name!r}, not "
+            f"{name!r}; train one for this model."
+        )
+    if d_model != code.d_model:
+        raise CodeMismatchError(
+            f"This steering code has d_model {code.d_model} but the model has "
+            f"{d_model}: it was made for another model ({code.model_name!r})."
+        )
+    if layer >= n_layers:
+        raise CodeMismatchError(
+            f"This steering code steers {code.hook_name}, but the model has only {n_layers} layers."
+        )

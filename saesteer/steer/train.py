@@ -1,0 +1,316 @@
+"""Learn a steering code from preference pairs: YaPO (sparse SAE code), BiPO (dense), mean-difference.
+
+Objective (YaPO and BiPO), per pair (x, y_w, y_l) and a direction d ∈ {+1, −1} drawn per micro-batch:
+
+    r(y)  = log π_{d·v}(y | x) − log π_0(y | x)          π_0: the unsteered model (reference)
+    loss  = −log σ( d · β · (r(y_w) − r(y_l)) ) + λ · ‖v‖₁
+
+π_{d·v} runs the model with the code applied at α = d on every position:
+    BiPO  h' = h + d · v                                          v [d_model], starts at 0
+    YaPO  h' = h + (relu(z + d · v) − z) · W_dec,  z = encode(h)   v [d_sae],   starts at 0
+YaPO's L1 term is a proximal step: after each AdamW step, v ← sign(v) · max(|v| − lr·λ, 0), which
+gives exact zeros; an optional cap keeps only the `top_k` largest |v_i|. The loss shown adds λ‖v‖₁.
+
+Mean-difference (CAA): v = mean over pairs of [mean_t h_w(t) − mean_t h_l(t)] over completion tokens.
+
+Cost: the steered layer's input to the layers above never changes, so the residual stream at the hook
+is computed once (`stop_at_layer`) and cached, the reference log-probs once from it, and each step runs
+only the layers above the hook (`start_at_layer`): gradients flow through those layers only.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from saesteer.steer.batching import (
+    TokenizedPairs,
+    completion_logprobs,
+    preference_margins,
+    tokenize_pairs,
+)
+from saesteer.steer.codes import DenseVector, LatentCode, SteeringCode, parse_hook_name
+from saesteer.steer.config import TrainSteerConfig
+from saesteer.steer.latent import full_latent_steer
+from saesteer.steer.pairs import PreferencePair, pairs_checksum
+
+CHUNK_ROWS = 16  # rows per no-grad forward when caching / evaluating
+
+
+@dataclass
+class TrainResult:
+    """The learned code and what happened while learning it."""
+
+    code: SteeringCode
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def start_layer(hook_name: str) -> int:
+    """The block whose input is the hooked residual: l for resid_pre, l + 1 for resid_post."""
+    layer, where = parse_hook_name(hook_name)
+    return layer if where == "pre" else layer + 1
+
+
+@dataclass
+class _CachedSplit:
+    """One split's tokens, residual at the hook [rows, T, d] and reference log-probs [rows]."""
+
+    tokens: TokenizedPairs
+    resid: torch.Tensor
+    logp_ref: torch.Tensor
+
+
+@torch.no_grad()
+def _cache_split(model, tokens: TokenizedPairs, layer: int, device: str) -> _CachedSplit:
+    resid, logp = [], []
+    for lo in range(0, tokens.input_ids.shape[0], CHUNK_ROWS):
+        ids = tokens.input_ids[lo : lo + CHUNK_ROWS].to(device)
+        h = model(ids, stop_at_layer=layer) if layer > 0 else model.embed(ids)
+        logits = model(h, start_at_layer=layer)
+        resid.append(h)
+        logp.append(
+            completion_logprobs(logits, ids, tokens.target_mask[lo : lo + CHUNK_ROWS].to(device))
+        )
+    return _CachedSplit(tokens, torch.cat(resid), torch.cat(logp))
+
+
+def _logprobs_above(
+    model, split: _CachedSplit, rows: torch.Tensor, layer: int, apply
+) -> torch.Tensor:
+    """log π(y|x) [len(rows)] with h' = apply(h) fed to the layers from `layer` up."""
+    ids = split.tokens.input_ids[rows].to(split.resid.device)
+    mask = split.tokens.target_mask[rows].to(split.resid.device)
+    logits = model(apply(split.resid[rows]), start_at_layer=layer)
+    return completion_logprobs(logits, ids, mask)
+
+
+@torch.no_grad()
+def preference_accuracy(model, split: _CachedSplit, layer: int, apply) -> float:
+    """Fraction of pairs with r(y_w) > r(y_l) when steering with `apply` (DPO's reward accuracy)."""
+    logp = torch.cat(
+        [
+            _logprobs_above(
+                model,
+                split,
+                torch.arange(lo, min(lo + CHUNK_ROWS, split.resid.shape[0])),
+                layer,
+                apply,
+            )
+            for lo in range(0, split.resid.shape[0], CHUNK_ROWS)
+        ]
+    )
+    return (preference_margins(logp, split.logp_ref) > 0).float().mean().item()
+
+
+def mean_difference(split: _CachedSplit) -> torch.Tensor:
+    """v [d] = mean over pairs of (mean completion activation of y_w − that of y_l)."""
+    mask = split.tokens.target_mask.to(split.resid.device)[..., None]
+    per_row = (split.resid * mask).sum(1) / mask.sum(1).clamp_min(1)
+    return (per_row[0::2] - per_row[1::2]).mean(0)
+
+
+def _steering_fn(method: str, sae, v: torch.Tensor):
+    """apply(h, alpha) for the trainable v of `method`."""
+    if method == "yapo":
+        return lambda h, alpha: full_latent_steer(sae, h, v, alpha)
+    return lambda h, alpha: h + alpha * v
+
+
+def _prox_and_cap(v: torch.Tensor, threshold: float, top_k: int | None) -> None:
+    """In place: soft-threshold v by `threshold`, then keep the top_k largest |v_i|."""
+    v.copy_(torch.sign(v) * torch.clamp(v.abs() - threshold, min=0))
+    if top_k is not None and int((v != 0).sum()) > top_k:
+        keep = v.abs().topk(top_k).indices
+        capped = torch.zeros_like(v)
+        capped[keep] = v[keep]
+        v.copy_(capped)
+
+
+def fit_steering(
+    model,
+    tokenizer,
+    train_pairs: Sequence[PreferencePair],
+    config: TrainSteerConfig,
+    sae=None,
+    val_pairs: Sequence[PreferencePair] | None = None,
+) -> TrainResult:
+    """Learn a steering code (module docstring) with a HookedTransformer `model`.
+
+    `sae` is required for yapo and fixes the hook; bipo/mean-diff use `config.hook_name` (default: the
+    SAE's hook, else the middle layer's resid_post). `val_pairs` defaults to none (no accuracy).
+    """
+    method = config.method
+    if method == "yapo" and sae is None:
+        raise ValueError("yapo learns a code in an SAE's latent space: pass an SAE (--sae DIR).")
+    hook_name = (
+        config.hook_name
+        or (sae.cfg.hook_name if sae is not None else None)
+        or (f"blocks.{model.cfg.n_layers // 2}.hook_resid_post")
+    )
+    if (
+        sae is not None
+        and sae.cfg.hook_name
+        and method == "yapo"
+        and sae.cfg.hook_name != hook_name
+    ):
+        raise ValueError(
+            f"The SAE was trained on {sae.cfg.hook_name}, not {hook_name}; a yapo code "
+            "steers the SAE's own hook (drop --hook-name)."
+        )
+    layer = start_layer(hook_name)
+    if layer > model.cfg.n_layers:
+        raise ValueError(f"{hook_name} is beyond the model's {model.cfg.n_layers} layers.")
+    torch.manual_seed(config.seed)
+    device = config.device
+    train = _cache_split(
+        model, tokenize_pairs(tokenizer, train_pairs, config.chat, config.max_length), layer, device
+    )
+    val = (
+        _cache_split(
+            model,
+            tokenize_pairs(tokenizer, val_pairs, config.chat, config.max_length),
+            layer,
+            device,
+        )
+        if val_pairs
+        else None
+    )
+    meta: dict[str, Any] = {
+        "hyper_parameters": {k: v for k, v in vars(config).items() if k not in ("out", "progress")},
+        "data_checksum": pairs_checksum(train_pairs),
+        "n_train_pairs": len(train_pairs),
+        "val_data_checksum": pairs_checksum(val_pairs) if val_pairs else None,
+    }
+    history: list[dict[str, float]] = []
+    started = time.time()
+    if method == "mean-diff":
+        vector = mean_difference(train)
+    else:
+        vector = _train_preference(model, train, val, layer, config, sae, history)
+    meta["train_seconds"] = round(time.time() - started, 2)
+    model_name = model.cfg.model_name
+    if method == "yapo":
+        code: SteeringCode = LatentCode(
+            sae.to(device),
+            vector.cpu(),
+            method="yapo",
+            meta=meta,
+            model_name=model_name,
+            hook_name=hook_name,
+        )
+        code.meta["support_size"] = code.support_size
+    else:
+        code = DenseVector(vector.cpu(), hook_name, model_name, method, meta)
+    if val is not None:
+        for alpha in (1.0, -1.0):
+            placed = code.to(device, train.resid.dtype)
+            key = "val_accuracy" if alpha > 0 else "val_accuracy_reversed"
+            code.meta[key] = preference_accuracy(
+                model, val, layer, lambda h, a=alpha, c=placed: c.apply(h, a)
+            )
+    code.meta["history"] = history
+    return TrainResult(code, history)
+
+
+def _train_preference(
+    model,
+    train: _CachedSplit,
+    val: _CachedSplit | None,
+    layer: int,
+    config: TrainSteerConfig,
+    sae,
+    history: list[dict[str, float]],
+) -> torch.Tensor:
+    """AdamW on the preference objective; returns the learned v (detached)."""
+    width = sae.cfg.d_sae if config.method == "yapo" else model.cfg.d_model
+    v = torch.zeros(width, device=config.device, dtype=train.resid.dtype, requires_grad=True)
+    optimizer = torch.optim.AdamW([v], lr=config.lr, weight_decay=config.weight_decay)
+    n_pairs = train.tokens.n_pairs
+    micro_per_epoch = math.ceil(n_pairs / config.batch_pairs)
+    steps_per_epoch = math.ceil(micro_per_epoch / config.grad_accum)
+    total_steps = steps_per_epoch * config.epochs
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
+    )
+    generator = torch.Generator().manual_seed(config.seed)
+    apply = _steering_fn(config.method, sae, v)
+    frozen = [
+        p
+        for p in [*model.parameters(), *(sae.parameters() if sae is not None else [])]
+        if p.requires_grad
+    ]
+    for p in frozen:
+        p.requires_grad_(False)
+    bar = tqdm(total=total_steps, desc=f"train-steer {config.method}", disable=not config.progress)
+    try:
+        val_acc = (
+            preference_accuracy(model, val, layer, lambda h: apply(h, 1.0)) if val else float("nan")
+        )
+        step = 0
+        for epoch in range(config.epochs):
+            order = torch.randperm(n_pairs, generator=generator)
+            losses = []
+            for micro in range(micro_per_epoch):
+                pairs = order[micro * config.batch_pairs : (micro + 1) * config.batch_pairs]
+                direction = 1.0 if torch.rand((), generator=generator) < 0.5 else -1.0
+                rows = train.tokens.rows(pairs)
+                logp = _logprobs_above(
+                    model, train, rows, layer, lambda h, d=direction: apply(h, d)
+                )
+                margins = preference_margins(logp, train.logp_ref[rows])
+                loss = -F.logsigmoid(direction * config.beta * margins).mean()
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(
+                        f"Non-finite loss at epoch {epoch}, step {step}: lower --lr (now {config.lr}) "
+                        f"or --beta (now {config.beta})."
+                    )
+                (loss / config.grad_accum).backward()
+                losses.append(loss.item())
+                last_micro = micro == micro_per_epoch - 1
+                if (micro + 1) % config.grad_accum == 0 or last_micro:
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    if config.method == "yapo":
+                        with torch.no_grad():
+                            _prox_and_cap(v, schedule.get_last_lr()[0] * config.l1, config.top_k)
+                    schedule.step()
+                    step += 1
+                    bar.update(1)
+                    l1 = (
+                        config.l1 * v.detach().abs().sum().item()
+                        if config.method == "yapo"
+                        else 0.0
+                    )
+                    bar.set_postfix(
+                        loss=f"{losses[-1] + l1:.4f}",
+                        val_acc=f"{val_acc:.2f}",
+                        support=int((v != 0).sum()),
+                    )
+            if val is not None:
+                val_acc = preference_accuracy(model, val, layer, lambda h: apply(h, 1.0))
+            history.append(
+                {
+                    "epoch": epoch + 1,
+                    "loss": sum(losses) / len(losses),
+                    "val_accuracy": val_acc,
+                    "support": int((v != 0).sum()),
+                    "seconds": round(bar.format_dict["elapsed"], 2),
+                }
+            )
+            bar.set_postfix(
+                loss=f"{history[-1]['loss']:.4f}",
+                val_acc=f"{val_acc:.2f}",
+                support=history[-1]["support"],
+            )
+    finally:
+        bar.close()
+        for p in frozen:
+            p.requires_grad_(True)
+    return v.detach()
