@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from saesteer.corpus import (
-    BROWN_MANIFEST,
     CorpusError,
     brown_corpus_dir,
     brown_to_text,
@@ -18,6 +17,7 @@ from saesteer.corpus import (
     parse_hf_source,
     tokenize_documents,
 )
+from saesteer.corpus.brown import BROWN_MANIFEST
 
 
 @pytest.fixture(scope="session")
