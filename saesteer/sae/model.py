@@ -4,14 +4,20 @@
     z    = act(pre)                               ReLU | TopK(k) | BatchTopK(k) | JumpReLU(θ)
     x̂    = z · W_dec + b_dec                      W_dec: [d_sae, d_in] (unit-norm rows), b_dec: [d_in]
 
-Activations (`arch`):
+Activations (`arch`), at inference:
     relu       z = relu(pre)
     topk       z = relu(pre) on each row's k largest pre-activations, 0 elsewhere
-    batchtopk  training: the k·B largest over the whole batch; inference: JumpReLU with `threshold`
-    jumprelu   z = pre · 1[pre > θ],  θ = `threshold` [d_sae]
+    batchtopk  JumpReLU with the `threshold` estimated during training (training itself keeps the
+               k·B largest activations of the whole batch, see `saesteer.sae.activations`)
+    jumprelu   z = relu(pre) · 1[pre > θ],  θ = `threshold` [d_sae] (θ ≥ 0 gives pre · 1[pre > θ])
+
+Rescalings that leave x ↦ x̂ unchanged (used to fold training-time conventions into saved weights):
+    input scale s (the SAE was trained on s·x):   b_enc ← b_enc/s, θ ← θ/s, b_dec ← b_dec/s  (z ← z/s)
+    decoder row norms n_j = ‖W_dec[j]‖:          W_enc[:, j] ← n_j·W_enc[:, j], b_enc_j ← n_j·b_enc_j,
+                                                 θ_j ← n_j·θ_j, W_dec[j] ← W_dec[j]/n_j  (z_j ← n_j·z_j)
 
 Public API (stable: steering, kernels, features and audit rely on it):
-    SAE(SAEConfig), .encode(x) → z, .decode(z) → x̂, .forward(x) → x̂,
+    SAE(SAEConfig), .encode(x) → z, .decode(z) → x̂, .forward(x) → x̂, .pre_acts(x), .activate(pre),
     .W_enc, .b_enc, .W_dec, .b_dec, .threshold (jumprelu/batchtopk; zeros otherwise), .cfg
 """
 
@@ -22,7 +28,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-ARCHITECTURES = ("relu", "topk", "batchtopk", "jumprelu")
+from saesteer.sae.configs import ARCHITECTURES
 
 
 @dataclass
@@ -41,9 +47,13 @@ class SAEConfig:
     def __post_init__(self) -> None:
         if self.arch not in ARCHITECTURES:
             raise ValueError(f"Unknown SAE architecture {self.arch!r}; use one of {ARCHITECTURES}.")
-        if self.arch in ("topk", "batchtopk"):
-            if self.k is None or not 0 < self.k <= self.d_sae:
-                raise ValueError(f"{self.arch} needs 0 < k ≤ d_sae ({self.d_sae}); got k={self.k}.")
+        if self.d_in <= 0 or self.d_sae <= 0:
+            raise ValueError(f"d_in and d_sae must be positive; got {self.d_in}, {self.d_sae}.")
+        if self.arch in ("topk", "batchtopk") and (self.k is None or not 0 < self.k <= self.d_sae):
+            raise ValueError(
+                f"{self.arch} needs 0 < k ≤ d_sae ({self.d_sae}); got k={self.k}. "
+                "Pass a smaller --k or a larger --d-sae/--expansion."
+            )
 
 
 class SAE(nn.Module):
@@ -72,7 +82,7 @@ class SAE(nn.Module):
         if arch == "relu":
             return torch.relu(pre)
         if arch in ("jumprelu", "batchtopk"):
-            return pre * (pre > self.threshold)
+            return torch.relu(pre) * (pre > self.threshold)
         values, indices = pre.topk(self.cfg.k, dim=-1)
         return torch.zeros_like(pre).scatter(-1, indices, torch.relu(values))
 
@@ -86,3 +96,27 @@ class SAE(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x))
+
+    @torch.no_grad()
+    def fold_input_scale(self, scale: float) -> None:
+        """Make an SAE trained on `scale`·x act on raw x: b_enc/s, θ/s, b_dec/s (see module doc)."""
+        if not scale > 0:
+            raise ValueError(f"Input scale must be positive; got {scale}.")
+        self.b_enc /= scale
+        self.threshold /= scale
+        self.b_dec /= scale
+
+    @torch.no_grad()
+    def fold_decoder_norms(self) -> torch.Tensor:
+        """Rescale latents so every decoder row has unit norm; returns the old norms [d_sae]."""
+        norms = self.W_dec.norm(dim=1).clamp(min=1e-12)
+        self.W_enc *= norms
+        self.b_enc *= norms
+        self.threshold *= norms
+        self.W_dec /= norms[:, None]
+        return norms
+
+    @torch.no_grad()
+    def normalize_decoder(self) -> None:
+        """W_dec[j] ← W_dec[j] / ‖W_dec[j]‖ (a projection, not a fold: x̂ changes)."""
+        self.W_dec /= self.W_dec.norm(dim=1, keepdim=True).clamp(min=1e-12)
