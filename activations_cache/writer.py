@@ -110,17 +110,25 @@ def _validate(
 
 
 def _probe(source: Any, tokens: np.ndarray) -> dict[str, int]:
-    """Width d of each hook, from a forward on the first ≤ 4 tokens; rejects non per-token hooks."""
-    probe = torch.as_tensor(tokens[:1, : min(4, tokens.shape[1])], dtype=torch.long)
-    widths = {}
-    for hook, act in source(probe).items():
-        if tuple(act.shape[:2]) != tuple(probe.shape):
-            raise ValueError(
-                f"Hook {hook} gives activations of shape {tuple(act.shape)}, not "
-                "[batch, position, ...]; only per-token hooks can be cached."
-            )
-        widths[hook] = int(np.prod(act.shape[2:], dtype=np.int64))
+    """Width d of each hook, from forwards on the first 1 and 2 tokens; rejects non per-token hooks.
+
+    Two lengths, so that e.g. an attention pattern [B, heads, L, L] cannot pass for [B, L, d].
+    """
+    widths: dict[str, int] = {}
+    for length in sorted({1, min(2, tokens.shape[1])}):
+        probe = torch.as_tensor(tokens[:1, :length], dtype=torch.long)
+        for hook, act in source(probe).items():
+            _check_per_token(hook, act, 1, length)
+            widths[hook] = int(np.prod(act.shape[2:], dtype=np.int64))
     return widths
+
+
+def _check_per_token(hook: str, act: torch.Tensor, batch: int, length: int) -> None:
+    if act.ndim < 3 or tuple(act.shape[:2]) != (batch, length):
+        raise ValueError(
+            f"Hook {hook} gives activations of shape {tuple(act.shape)} for {batch}×{length} tokens, "
+            "not [batch, position, ...]; only per-token hooks can be cached."
+        )
 
 
 def _check_resume(job: dict, expected: dict, layout: CacheLayout, folder: Path) -> None:
@@ -318,6 +326,8 @@ def _compute_shards(
             for b0 in range(c0, c1, layout.batch_size):
                 b1 = min(b0 + layout.batch_size, c1)
                 acts = source(torch.as_tensor(tokens[b0:b1], dtype=torch.long))
+                for hook in source.hooks:
+                    _check_per_token(hook, acts[hook], b1 - b0, layout.context_len)
                 writer.put((shard, {h: acts[h].detach() for h in source.hooks}, b1 == c1))
                 if bar is not None:
                     bar.update((b1 - b0) * layout.context_len)
