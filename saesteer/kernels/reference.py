@@ -18,13 +18,18 @@ survive, then relu), followed by the same edit restricted to S.
 Sparse decode (TopK SAE training): x̂[n] = Σ_j values[n, j] · W_dec[indices[n, j]] + b_dec,
 computed with `F.embedding_bag` (per-sample weights), whose autograd gives d values, d W_dec.
 
-References compute in float32 and return h's dtype (sparse decode: the inputs' dtype).
+References accumulate in float32 (float64 inputs stay float64) and return h's dtype (sparse decode: the inputs' dtype).
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+
+def _acc(t: torch.Tensor) -> torch.Tensor:
+    """t in the accumulation dtype: float32 for 16-bit inputs, else unchanged (float64 stays)."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
 
 
 def jump_act(pre: torch.Tensor, threshold: torch.Tensor | None) -> torch.Tensor:
@@ -45,12 +50,12 @@ def latent_steer_ref(
     threshold_S: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """h' [N, d_model] = h + (relu(z_S + α·v_S) − z_S)·W_dec_S, z_S as in the module docstring."""
-    h32 = h.float()
-    pre = torch.addmm(b_enc_S.float(), h32 - b_dec.float(), W_enc_S.float())
-    theta = None if threshold_S is None else threshold_S.float()
+    h32 = _acc(h)
+    pre = torch.addmm(_acc(b_enc_S), h32 - _acc(b_dec), _acc(W_enc_S))
+    theta = None if threshold_S is None else _acc(threshold_S)
     z = jump_act(pre, theta)
-    delta = torch.relu(z + alpha * v_S.float()) - z
-    return torch.addmm(h32, delta, W_dec_S.float()).to(h.dtype)
+    delta = torch.relu(z + alpha * _acc(v_S)) - z
+    return torch.addmm(h32, delta, _acc(W_dec_S)).to(h.dtype)
 
 
 def topk_act(pre: torch.Tensor, k: int) -> torch.Tensor:
@@ -71,11 +76,11 @@ def topk_latent_steer_ref(
     alpha: float,
 ) -> torch.Tensor:
     """h' = h + (relu(z_S + α·v_S) − z_S)·W_dec[S] with z = topk-relu(pre) over all d_sae."""
-    h32 = h.float()
-    pre = torch.addmm(b_enc.float(), h32 - b_dec.float(), W_enc.float())
+    h32 = _acc(h)
+    pre = torch.addmm(_acc(b_enc), h32 - _acc(b_dec), _acc(W_enc))
     z = topk_act(pre, k)[:, S]
-    delta = torch.relu(z + alpha * v_S.float()) - z
-    return torch.addmm(h32, delta, W_dec[S].float()).to(h.dtype)
+    delta = torch.relu(z + alpha * _acc(v_S)) - z
+    return torch.addmm(h32, delta, _acc(W_dec[S])).to(h.dtype)
 
 
 def topk_encode_ref(
