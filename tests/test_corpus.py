@@ -173,7 +173,7 @@ def test_same_seed_same_contexts_other_seed_differs(tok, brown_train):
 
 def test_no_context_crosses_the_split(tok, brown_train):
     val = make_contexts(tok, "brown", context_len=128, split="validation", seed=0)
-    train_docs, val_docs = set(brown_train.split_documents()), set(val.split_documents())
+    train_docs, val_docs = set(brown_train.present_documents()), set(val.present_documents())
     assert len(val_docs) == 25 and len(train_docs) >= 470
     assert not train_docs & val_docs
     assert brown_train.n_contexts > 15 * val.n_contexts > 0
@@ -330,6 +330,8 @@ def test_split_needs_two_documents_and_valid_arguments(tok, tmp_cache, tmp_path)
     with pytest.raises(CorpusError, match="needs at least 2"):
         make_contexts(tok, path, context_len=4)
     assert make_contexts(tok, path, context_len=4, validation_fraction=0).n_contexts >= 3
+    with pytest.raises(CorpusError, match="holds no complete context of 512 tokens"):
+        make_contexts(tok, path, context_len=512, validation_fraction=0)
     path.write_text("Two short\n\nparagraphs.")
     with pytest.raises(CorpusError, match="leaves none of the 2 documents for training"):
         make_contexts(tok, path, context_len=4, validation_fraction=0.9)
@@ -337,3 +339,19 @@ def test_split_needs_two_documents_and_valid_arguments(tok, tmp_cache, tmp_path)
         make_contexts(tok, path, split="test", validation_fraction=0)
     with pytest.raises(CorpusError, match="needs validation_fraction > 0"):
         make_contexts(tok, path, split="validation", validation_fraction=0)
+
+
+def test_hf_source_from_a_local_dataset_folder(tmp_path, monkeypatch):
+    """`datasets` loads a local folder offline; its cache goes to tmp (config, not a mock)."""
+    import datasets
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-cache")
+    folder = tmp_path / "hfdata"
+    folder.mkdir()
+    pq.write_table(pa.table({"text": ["one", "two", "three"]}), folder / "train.parquet")
+    docs = load_documents(f"hf:{folder}:train[:2]")
+    assert [d.text for d in docs] == ["one", "two"]
+    assert docs[0].doc_id == f"{folder}:train[:2]:0"
+    assert (tmp_path / "hf-cache").exists()

