@@ -18,7 +18,8 @@ from typing import Any
 
 import torch
 
-from saesteer.steer.latent import full_latent_steer, latent_clamp, latent_steer
+import saesteer.kernels as kernels
+from saesteer.steer.latent import latent_clamp
 from saesteer.steer.sae_ref import sae_checksum
 
 HOOK_PATTERN = re.compile(r"^blocks\.(\d+)\.hook_resid_(pre|post)$")
@@ -99,8 +100,9 @@ class DenseVector(SteeringCode):
 class LatentCode(SteeringCode):
     """A code in an SAE's latent space (YaPO, or hand-chosen latents); see module docstring.
 
-    Holds only the support's slices of the SAE (W_enc[:, S], b_enc[S], W_dec[S], b_dec, θ_S) for
-    ReLU/JumpReLU/BatchTopK SAEs; TopK SAEs keep the whole SAE (the full encode is needed).
+    Keeps only what the edit reads: for ReLU/JumpReLU/BatchTopK SAEs the support's slices
+    (W_enc_S [d, s], b_enc_S, W_dec_S [s, d], b_dec, threshold_S); for TopK SAEs the full W_enc,
+    b_enc, W_dec, b_dec (the full encode is needed). So a saved code needs no SAE to be applied.
     """
 
     def __init__(
@@ -119,79 +121,109 @@ class LatentCode(SteeringCode):
                 f"Code has shape {tuple(values.shape)}, but the SAE has d_sae="
                 f"{sae.cfg.d_sae}; a latent code is one value per SAE latent."
             )
-        if mode not in ("add", "clamp"):
-            raise ValueError(f"mode must be 'add' or 'clamp', got {mode!r}.")
         hook_name = hook_name or sae.cfg.hook_name
         if not hook_name:
             raise ValueError(
                 "The SAE records no hook_name; pass hook_name='blocks.L.hook_resid_post'."
             )
-        super().__init__(hook_name, model_name or sae.cfg.model_name, sae.cfg.d_in, meta)
-        self.method, self.mode = method, mode
-        self.arch = sae.cfg.arch
-        self.sae_checksum = sae_checksum(sae)
-        self.d_sae = sae.cfg.d_sae
         values = values.detach()
         if support is None:
             support = values.nonzero().squeeze(-1)
-        self.support = support.sort().values  # [s] latent indices: supp(v), or the chosen latents
-        self.values = values[self.support]  # [s] v_S (add) or c_S (clamp)
-        self.sae = sae if self.arch not in SUPPORT_RESTRICTED_ARCHS else None
+        support = support.sort().values  # [s] latent indices: supp(v), or the chosen latents
         with torch.no_grad():
-            self.slices = {
-                "W_enc_S": sae.W_enc[:, self.support].detach().clone(),
-                "b_enc_S": sae.b_enc[self.support].detach().clone(),
-                "W_dec_S": sae.W_dec[self.support].detach().clone(),
-                "b_dec": sae.b_dec.detach().clone(),
-                "threshold_S": sae.threshold[self.support].detach().clone(),
-            }
+            if sae.cfg.arch in SUPPORT_RESTRICTED_ARCHS:
+                weights = {
+                    "W_enc_S": sae.W_enc[:, support],
+                    "b_enc_S": sae.b_enc[support],
+                    "W_dec_S": sae.W_dec[support],
+                    "b_dec": sae.b_dec,
+                    "threshold_S": sae.threshold[support],
+                }
+            else:
+                weights = {
+                    "W_enc": sae.W_enc,
+                    "b_enc": sae.b_enc,
+                    "W_dec": sae.W_dec,
+                    "b_dec": sae.b_dec,
+                }
+        self._setup(
+            {k: t.detach().clone() for k, t in weights.items()},
+            support,
+            values[support],
+            arch=sae.cfg.arch,
+            k=sae.cfg.k,
+            d_sae=sae.cfg.d_sae,
+            sae_checksum=sae_checksum(sae),
+            hook_name=hook_name,
+            model_name=model_name or sae.cfg.model_name,
+            method=method,
+            mode=mode,
+            meta=meta,
+        )
+
+    def _setup(
+        self,
+        weights,
+        support,
+        values,
+        *,
+        arch,
+        k,
+        d_sae,
+        sae_checksum,
+        hook_name,
+        model_name,
+        method,
+        mode,
+        meta,
+    ) -> None:
+        if mode not in ("add", "clamp"):
+            raise ValueError(f"mode must be 'add' or 'clamp', got {mode!r}.")
+        if mode == "clamp" and arch not in SUPPORT_RESTRICTED_ARCHS:
+            raise ValueError(
+                f"Clamping needs a ReLU/JumpReLU/BatchTopK SAE, not {arch}; use mode 'add'."
+            )
+        SteeringCode.__init__(self, hook_name, model_name, weights["b_dec"].shape[0], meta)
+        self.method, self.mode, self.arch, self.k, self.d_sae = method, mode, arch, k, d_sae
+        self.sae_checksum = sae_checksum
+        self.weights, self.support, self.values = weights, support, values  # values: v_S or c_S
 
     @classmethod
-    def from_slices(
+    def from_tensors(
         cls,
-        slices: dict[str, torch.Tensor],
+        weights: dict[str, torch.Tensor],
         support: torch.Tensor,
         values: torch.Tensor,
-        *,
-        arch: str,
-        d_sae: int,
-        sae_checksum: str,
-        hook_name: str,
-        model_name: str,
-        method: str,
-        mode: str,
-        meta: dict[str, Any],
+        **fields: Any,
     ) -> LatentCode:
-        """Rebuild a support-restricted code from saved slices (no SAE needed)."""
-        if arch not in SUPPORT_RESTRICTED_ARCHS:
-            raise ValueError(f"A {arch} SAE code needs the SAE itself; load it with sae=...")
+        """Rebuild a code from its saved tensors (fields: arch, k, d_sae, sae_checksum, hook_name,
+        model_name, method, mode, meta) without the SAE."""
         code = cls.__new__(cls)
-        SteeringCode.__init__(code, hook_name, model_name, slices["b_dec"].shape[0], meta)
-        code.method, code.mode, code.arch, code.d_sae = method, mode, arch, d_sae
-        code.sae_checksum, code.sae = sae_checksum, None
-        code.support, code.values, code.slices = support, values, dict(slices)
+        code._setup(dict(weights), support, values, **fields)
         return code
 
     @property
     def support_size(self) -> int:
         return int(self.support.numel())
 
-    def dense_values(self) -> torch.Tensor:
-        """The code as a dense vector [d_sae] (zeros off the support)."""
-        dense = torch.zeros(self.d_sae, dtype=self.values.dtype, device=self.values.device)
-        return dense.index_put_((self.support,), self.values)
-
     def apply(self, h: torch.Tensor, alpha: float) -> torch.Tensor:
-        if self.sae is not None:  # TopK: the full encode decides which latents are active
-            if self.mode == "clamp":
-                raise ValueError("Clamping is supported for ReLU/JumpReLU/BatchTopK SAEs only.")
-            v = self.dense_values().to(h.dtype)
-            return full_latent_steer(self.sae, h, v, alpha)
-        s = self.slices
-        threshold = None if self.arch == "relu" else s["threshold_S"]
-        edit = latent_steer if self.mode == "add" else latent_clamp
+        w = self.weights
+        if self.arch not in SUPPORT_RESTRICTED_ARCHS:
+            return kernels.topk_latent_steer(
+                h,
+                w["W_enc"],
+                w["b_enc"],
+                w["W_dec"],
+                w["b_dec"],
+                self.k,
+                self.support,
+                self.values,
+                alpha,
+            )
+        threshold = None if self.arch == "relu" else w["threshold_S"]
+        edit = kernels.latent_steer if self.mode == "add" else latent_clamp
         return edit(
-            h, s["W_enc_S"], s["b_enc_S"], s["W_dec_S"], s["b_dec"], self.values, alpha, threshold
+            h, w["W_enc_S"], w["b_enc_S"], w["W_dec_S"], w["b_dec"], self.values, alpha, threshold
         )
 
     def to(self, device: torch.device | str, dtype: torch.dtype) -> LatentCode:
@@ -199,9 +231,7 @@ class LatentCode(SteeringCode):
         code.__dict__.update(self.__dict__)
         code.values = self.values.to(device, dtype)
         code.support = self.support.to(device)
-        code.slices = {k: t.to(device, dtype) for k, t in self.slices.items()}
-        if self.sae is not None:
-            code.sae = self.sae.to(device, dtype)
+        code.weights = {k: t.to(device, dtype) for k, t in self.weights.items()}
         return code
 
 

@@ -40,7 +40,11 @@ class TrainSteerConfig:
     val_fraction: float = option(
         0.2, "fraction of the pairs held out when no validation set is given"
     )
-    chat: bool = option(False, "wrap prompts in the model's chat template")
+    chat: bool | None = option(
+        None,
+        "wrap prompts in the model's chat template (default: the "
+        "shipped data set's style, else off)",
+    )
     epochs: int = option(4, "passes over the training pairs")
     batch_pairs: int = option(4, "pairs per micro-batch")
     grad_accum: int = option(1, "micro-batches per optimizer step")

@@ -2,13 +2,15 @@
 
 A code folder:
     code.safetensors   dense: {"vector" [d_model]}
-                       latent: {"support" [s] int64, "values" [s], and the SAE's support slices
-                       "W_enc_S" [d, s], "b_enc_S" [s], "W_dec_S" [s, d], "b_dec" [d], "threshold_S" [s]}
+                       latent: {"support" [s] int64, "values" [s], and the SAE weights the edit
+                       reads: "W_enc_S" [d, s], "b_enc_S" [s], "W_dec_S" [s, d], "b_dec" [d],
+                       "threshold_S" [s] (ReLU/JumpReLU/BatchTopK), or the full W_enc, b_enc,
+                       W_dec, b_dec (TopK)}
     code.json          format, method, mode, model_name, d_model, hook_name, the SAE's checksum/arch/
-                       d_sae (latent codes), and `meta`: hyper-parameters, data checksum, results
+                       k/d_sae (latent codes), and `meta`: hyper-parameters, data checksum, results
 
-ReLU/JumpReLU/BatchTopK latent codes are self-contained (the slices are all the edit needs), so
-generation needs no SAE; when an SAE is given it must match the recorded checksum. TopK codes need it.
+Latent codes are self-contained, so generation needs no SAE; when an SAE is given, it must be the one
+the code was made with (same checksum and hook), else `CodeMismatchError`.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import torch
 from safetensors.torch import load_file, save
 
 from saesteer.paths import atomic_write_bytes
@@ -49,10 +50,15 @@ def save_code(code: SteeringCode, path: str | os.PathLike) -> Path:
         tensors = {"vector": code.vector}
     else:
         assert isinstance(code, LatentCode)
-        tensors = {"support": code.support, "values": code.values, **code.slices}
+        tensors = {"support": code.support, "values": code.values, **code.weights}
         record.update(
             mode=code.mode,
-            sae={"checksum": code.sae_checksum, "arch": code.arch, "d_sae": code.d_sae},
+            sae={
+                "checksum": code.sae_checksum,
+                "arch": code.arch,
+                "k": code.k,
+                "d_sae": code.d_sae,
+            },
             support_size=code.support_size,
         )
     tensors = {k: t.detach().cpu().contiguous() for k, t in tensors.items()}
@@ -91,22 +97,13 @@ def load_code(path: str | os.PathLike, sae=None) -> SteeringCode:
     info = record["sae"]
     if sae is not None:
         check_sae(info["checksum"], record["hook_name"], sae, where=str(path))
-        values = torch.zeros(info["d_sae"], dtype=tensors["values"].dtype)
-        values[tensors["support"]] = tensors["values"]
-        return LatentCode(
-            sae,
-            values,
-            method=record["method"],
-            mode=record["mode"],
-            support=tensors["support"],
-            **common,
-        )
-    slices = {k: tensors[k] for k in ("W_enc_S", "b_enc_S", "W_dec_S", "b_dec", "threshold_S")}
-    return LatentCode.from_slices(
-        slices,
-        tensors["support"],
-        tensors["values"],
+    values, support = tensors.pop("values"), tensors.pop("support")
+    return LatentCode.from_tensors(
+        tensors,
+        support,
+        values,
         arch=info["arch"],
+        k=info.get("k"),
         d_sae=info["d_sae"],
         sae_checksum=info["checksum"],
         method=record["method"],

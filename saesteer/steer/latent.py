@@ -13,8 +13,10 @@ i, and z'_i − z_i = 0 wherever v_i = 0 (z ≥ 0). So with S = supp(v) only |S|
     z_S   = relu(pre_S)            (ReLU)   or   pre_S · 1[pre_S > θ_S]   (JumpReLU)
     h'    = h + (relu(z_S + α · v_S) − z_S) · W_dec[S]             [N, d]
 
-That costs O(|S| · d) per token instead of O(d_sae · d). TopK SAEs need the full encode (whether
-latent i survives depends on the k-th largest pre-activation) and use `full_latent_steer`.
+That costs O(|S| · d) per token instead of O(d_sae · d); `saesteer.kernels.latent_steer` computes it
+(fused Triton on CUDA, torch elsewhere). TopK SAEs need the full encode (whether latent i survives
+depends on the k-th largest pre-activation): `saesteer.kernels.topk_latent_steer`.
+`full_latent_steer` is the unrestricted formula, differentiable in v (used for training).
 
 Clamping (manual feature steering) moves the chosen latents towards target values c_S:
 
@@ -24,27 +26,6 @@ Clamping (manual feature steering) moves the chosen latents towards target value
 from __future__ import annotations
 
 import torch
-
-import saesteer.kernels as kernels
-
-
-def latent_steer_reference(
-    h: torch.Tensor,
-    W_enc_S: torch.Tensor,
-    b_enc_S: torch.Tensor,
-    W_dec_S: torch.Tensor,
-    b_dec: torch.Tensor,
-    v_S: torch.Tensor,
-    alpha: float,
-    threshold_S: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Support-restricted YaPO edit (module docstring), pure torch.
-
-    Shapes: h [N, d], W_enc_S [d, s], b_enc_S [s], W_dec_S [s, d], b_dec [d], v_S [s],
-    threshold_S [s] or None (None: ReLU SAE). Returns h' [N, d].
-    """
-    z = latent_codes(h, W_enc_S, b_enc_S, b_dec, threshold_S)
-    return h + (torch.relu(z + alpha * v_S) - z) @ W_dec_S
 
 
 def latent_codes(
@@ -57,25 +38,6 @@ def latent_codes(
     """z_S [N, s] of the support latents: relu(pre_S), or pre_S · 1[pre_S > θ_S] with thresholds."""
     pre = (h - b_dec) @ W_enc_S + b_enc_S
     return torch.relu(pre) if threshold_S is None else pre * (pre > threshold_S)
-
-
-def latent_steer(
-    h: torch.Tensor,
-    W_enc_S: torch.Tensor,
-    b_enc_S: torch.Tensor,
-    W_dec_S: torch.Tensor,
-    b_dec: torch.Tensor,
-    v_S: torch.Tensor,
-    alpha: float,
-    threshold_S: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Support-restricted YaPO edit through the fused kernel when `saesteer.kernels` has one.
-
-    Same contract as `latent_steer_reference`; h may have any leading shape [..., d].
-    """
-    flat = h.reshape(-1, h.shape[-1])
-    steer_fn = getattr(kernels, "latent_steer", latent_steer_reference)
-    return steer_fn(flat, W_enc_S, b_enc_S, W_dec_S, b_dec, v_S, alpha, threshold_S).view(h.shape)
 
 
 def latent_clamp(

@@ -170,12 +170,15 @@ def fit_steering(
     torch.manual_seed(config.seed)
     device = config.device
     train = _cache_split(
-        model, tokenize_pairs(tokenizer, train_pairs, config.chat, config.max_length), layer, device
+        model,
+        tokenize_pairs(tokenizer, train_pairs, bool(config.chat), config.max_length),
+        layer,
+        device,
     )
     val = (
         _cache_split(
             model,
-            tokenize_pairs(tokenizer, val_pairs, config.chat, config.max_length),
+            tokenize_pairs(tokenizer, val_pairs, bool(config.chat), config.max_length),
             layer,
             device,
         )
