@@ -1,0 +1,118 @@
+"""Readers: shuffled epochs (each token once, seeded), mid-epoch resume, DDP slices, loader, stats."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from activations_cache import ActivationDataset, open_cache, write_cache
+
+HOOK = "blocks.0.hook_resid_post"
+
+
+@pytest.fixture(scope="module")
+def reader(tiny_model, tmp_path_factory):
+    """A cache of 40 contexts × 10 tokens (chunks of 20 rows, the last chunk of every shard whole)."""
+    tokens = np.random.default_rng(3).integers(0, 5000, (40, 10)).astype(np.int32)
+    path = tmp_path_factory.mktemp("reader") / "acts.h5"
+    write_cache(
+        path,
+        tiny_model[0],
+        tokens,
+        [HOOK],
+        batch_size=8,
+        chunk_rows=20,
+        shard_tokens=160,
+        progress=False,
+    )
+    with open_cache(path) as opened:
+        yield opened
+
+
+def row_ids(reader, batches) -> np.ndarray:
+    """Which stored row each batch row is (rows are unique vectors), in order."""
+    everything = reader.read(HOOK, np.arange(reader.n_tokens))
+    lookup = {tuple(row.tolist()): i for i, row in enumerate(everything)}
+    assert len(lookup) == reader.n_tokens
+    return np.array([lookup[tuple(row.tolist())] for batch in batches for row in batch])
+
+
+def test_shuffled_epoch_has_every_token_once_and_depends_on_seed(reader):
+    epoch = list(reader.shuffled_batches(HOOK, 64, seed=0, window_chunks=3))
+    assert [len(b) for b in epoch] == [64] * 6 + [16]
+    ids = row_ids(reader, epoch)
+    assert sorted(ids) == list(range(reader.n_tokens))
+    assert not np.array_equal(ids, np.arange(reader.n_tokens))
+    same = row_ids(reader, reader.shuffled_batches(HOOK, 64, seed=0, window_chunks=3))
+    other_seed = row_ids(reader, reader.shuffled_batches(HOOK, 64, seed=1, window_chunks=3))
+    other_epoch = row_ids(
+        reader, reader.shuffled_batches(HOOK, 64, seed=0, epoch=1, window_chunks=3)
+    )
+    assert np.array_equal(ids, same)
+    assert not np.array_equal(ids, other_seed) and sorted(other_seed) == list(
+        range(reader.n_tokens)
+    )
+    assert not np.array_equal(ids, other_epoch)
+
+
+@pytest.mark.parametrize("start_batch", [1, 4, 6, 7])
+def test_start_batch_resumes_the_same_stream(reader, start_batch):
+    full = list(reader.shuffled_batches(HOOK, 64, seed=5, window_chunks=3))
+    resumed = list(
+        reader.shuffled_batches(HOOK, 64, seed=5, window_chunks=3, start_batch=start_batch)
+    )
+    assert len(resumed) == len(full) - start_batch
+    for a, b in zip(full[start_batch:], resumed, strict=True):
+        assert torch.equal(a, b)
+
+
+def test_rank_slices_partition_each_global_batch(reader):
+    full = list(reader.shuffled_batches(HOOK, 64, seed=2))
+    ranks = [
+        list(reader.shuffled_batches(HOOK, 64, seed=2, rank=r, world_size=3)) for r in range(3)
+    ]
+    assert all(len(r) == len(full) for r in ranks)
+    for b, batch in enumerate(full):
+        assert torch.equal(torch.cat([ranks[r][b] for r in range(3)]), batch)
+    with pytest.raises(ValueError, match="rank"):
+        reader.shuffled_batches(HOOK, 64, seed=2, rank=3, world_size=3)
+
+
+def test_random_access_and_sequential(reader):
+    everything = torch.cat(list(reader.sequential_batches(HOOK, 33)))
+    assert everything.shape == (reader.n_tokens, reader.d_model(HOOK))
+    index = np.array([399, 0, 21, 21, 250, 19, 20])
+    assert torch.equal(reader.read(HOOK, index), everything[index])
+    with pytest.raises(IndexError):
+        reader.read(HOOK, [400])
+    with pytest.raises(KeyError, match="holds"):
+        reader.read("blocks.1.hook_resid_post", [0])
+
+
+def test_stats_match_numpy(reader):
+    acts = reader.read(HOOK, np.arange(reader.n_tokens)).double()
+    stats = reader.stats(HOOK)
+    norms = acts.norm(dim=1)
+    torch.testing.assert_close(stats["mean"], acts.mean(0).float())
+    assert stats["mean_norm"] == pytest.approx(norms.mean().item(), rel=1e-5)
+    assert stats["mean_sq_norm"] == pytest.approx((norms**2).mean().item(), rel=1e-5)
+    assert stats["norm_quantiles"][0.5] == pytest.approx(np.quantile(norms.numpy(), 0.5), rel=1e-5)
+    assert stats["norm_quantiles"][1.0] == pytest.approx(norms.max().item(), rel=1e-5)
+
+
+def test_dataloader_prefetches_the_same_batches(reader):
+    expected = list(reader.shuffled_batches(HOOK, 50, seed=7, start_batch=2))
+    loader = reader.dataloader(HOOK, 50, seed=7, start_batch=2, prefetch=2)
+    assert len(loader) == len(expected)
+    for a, b in zip(loader, expected, strict=True):
+        assert torch.equal(a, b)
+    sequential = torch.cat(list(reader.dataloader(HOOK, 64, shuffle=False)))
+    assert torch.equal(sequential, reader.read(HOOK, np.arange(reader.n_tokens)))
+
+
+def test_torch_dataloader_with_two_workers_keeps_order(reader):
+    dataset = ActivationDataset(reader.path, HOOK, 50, seed=7)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=2)
+    for a, b in zip(loader, reader.shuffled_batches(HOOK, 50, seed=7), strict=True):
+        assert torch.equal(a, b)
