@@ -116,6 +116,12 @@ def test_latent_steer_in_place_with_leading_dims():
     got = K.latent_steer(target, We, be, Wd, bd, v, -2.0, theta, out=target, backend="triton")
     assert got.data_ptr() == target.data_ptr()
     torch.testing.assert_close(target, want, atol=1e-4, rtol=1e-4)
+    big = torch.zeros(2, 12, 40, device=DEVICE)
+    span = big[:, 2:11]  # not viewable as [N, d]: written through a copy
+    span.copy_(h)
+    K.latent_steer(span, We, be, Wd, bd, v, -2.0, theta, out=span, backend="triton")
+    torch.testing.assert_close(big[:, 2:11], want, atol=1e-4, rtol=1e-4)
+    assert big[:, :2].abs().sum() == 0 and big[:, 11:].abs().sum() == 0
     ref_target = h.clone()
     K.latent_steer(ref_target, We, be, Wd, bd, v, -2.0, theta, out=ref_target, backend="torch")
     torch.testing.assert_close(ref_target, want)

@@ -23,6 +23,7 @@ imported on first use only, so `import saesteer.kernels` never imports triton.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 
@@ -45,6 +46,7 @@ def triton_disabled() -> bool:
     return os.environ.get("SAESTEER_DISABLE_TRITON", "").strip().lower() in ("1", "true", "yes")
 
 
+@functools.cache
 def _triton_importable() -> bool:
     return importlib.util.find_spec("triton") is not None
 
