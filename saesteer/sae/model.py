@@ -14,7 +14,8 @@ Activations (`arch`), at inference:
 Rescalings that leave x ↦ x̂ unchanged (used to fold training-time conventions into saved weights):
     input scale s (the SAE was trained on s·x):   b_enc ← b_enc/s, θ ← θ/s, b_dec ← b_dec/s  (z ← z/s)
     decoder row norms n_j = ‖W_dec[j]‖:          W_enc[:, j] ← n_j·W_enc[:, j], b_enc_j ← n_j·b_enc_j,
-                                                 θ_j ← n_j·θ_j, W_dec[j] ← W_dec[j]/n_j  (z_j ← n_j·z_j)
+                                                 θ_j ← n_j·θ_j, W_dec[j] ← W_dec[j]/n_j  (z_j ← n_j·z_j;
+                                                 not for TopK, whose choice of k would change)
 
 Public API (stable: steering, kernels, features and audit rely on it):
     SAE(SAEConfig), .encode(x) → z, .decode(z) → x̂, .forward(x) → x̂, .pre_acts(x), .activate(pre),

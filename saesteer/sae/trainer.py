@@ -100,6 +100,7 @@ def _init_sample(source: ActivationSource, cfg: TrainSAEConfig, ctx: Dist) -> to
     stream = source.batches(cfg.batch_size, cfg.seed + 1, 0, ctx.rank, ctx.world)
     n_batches = max(1, math.ceil(cfg.init_tokens / cfg.batch_size))
     local = torch.cat([next(stream) for _ in range(n_batches)])
+    check_finite(local, "the initialisation sample")
     return _gather_rows(local.to(ctx.device), ctx)
 
 

@@ -4,7 +4,8 @@ Reconstruction, for all:           L_mse = mean_b ‖x_b − x̂_b‖²
 relu (L1 weighted by decoder norm): L_sparse = λ₁ · mean_b Σ_j z_bj · ‖W_dec[j]‖
 topk:      z keeps each row's k largest pre-activations (relu); decoded sparsely (`topk_autoencode`)
 batchtopk: z keeps the k·B largest relu(pre) of the whole batch [B, d_sae]; the inference threshold
-           follows θ ← (1 − η)·θ + η·min{z_bj > 0} (η = `threshold_lr`), one value for every latent
+           follows θ ← (1 − η)·θ + η·min{z_bj > 0} (η = `threshold_lr`; θ starts at the first
+           batch's value), one value for every latent
 jumprelu:  z = pre · H(pre − θ), θ = exp(log_θ); straight-through estimator with bandwidth ε and the
            rectangle kernel K(u) = 1[|u| < ½]:
                ∂z/∂θ = −(θ/ε)·K((pre − θ)/ε),   ∂H(pre − θ)/∂θ = −(1/ε)·K((pre − θ)/ε)
@@ -166,7 +167,10 @@ class TrainingSAE(nn.Module):
         if self.training and positive.any():
             eta = self.settings.threshold_lr
             smallest = vals.detach()[positive].min()
-            sae.threshold.mul_(1 - eta).add_(eta * smallest)
+            if bool((sae.threshold == 0).all()):  # first update: start at the batch's value
+                sae.threshold.fill_(float(smallest))
+            else:
+                sae.threshold.mul_(1 - eta).add_(eta * smallest)
         fired = torch.bincount(cols[positive], minlength=d_sae) > 0
         return recon + sae.b_dec, fired, positive.sum() / n_rows
 
