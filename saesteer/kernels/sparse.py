@@ -31,7 +31,7 @@ def _gather_matmul_kernel(
     HAS_BIAS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):  # fmt: skip
     """out[rows, dd] = Σ_j c[rows, j] · M[i[rows, j], dd] (+ bias[dd])."""
-    rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    rows = (tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
     dd = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
     row_ok = rows < N
     d_ok = dd < D
@@ -39,8 +39,12 @@ def _gather_matmul_kernel(
     acc = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
     for j in range(0, K):
         c = tl.load(c_ptr + rows * stride_cn + j, row_ok, other=0.0).to(tl.float32)
-        e = tl.load(idx_ptr + rows * stride_cn + j, row_ok, other=0)
-        m = tl.load(m_ptr + e[:, None] * stride_me + dd[None, :] * stride_md, tile_ok, other=0.0)
+        e = tl.load(idx_ptr + rows * stride_cn + j, row_ok, other=0).to(tl.int64)
+        m = tl.load(
+            m_ptr + e[:, None] * stride_me + dd[None, :].to(tl.int64) * stride_md,
+            tile_ok,
+            other=0.0,
+        )
         acc += c[:, None] * m.to(tl.float32)
     if HAS_BIAS:
         acc += tl.load(bias_ptr + dd, d_ok, other=0.0).to(tl.float32)[None, :]
@@ -58,11 +62,11 @@ def _gather_dot_kernel(
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr,
 ):  # fmt: skip
     """out[rows, js] = Σ_d g[rows, d] · M[i[rows, js], d]   (out is a contiguous float32 [N, K])."""
-    rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    rows = (tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
     js = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
     row_ok = rows < N
     pair_ok = row_ok[:, None] & (js < K)[None, :]
-    e = tl.load(idx_ptr + rows[:, None] * stride_in + js[None, :], pair_ok, other=0)
+    e = tl.load(idx_ptr + rows[:, None] * stride_in + js[None, :], pair_ok, other=0).to(tl.int64)
     acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
     for d0 in range(0, D, BLOCK_D):
         dd = d0 + tl.arange(0, BLOCK_D)
@@ -73,7 +77,7 @@ def _gather_dot_kernel(
             other=0.0,
         )
         m = tl.load(
-            m_ptr + e[:, :, None] * stride_me + dd[None, None, :] * stride_md,
+            m_ptr + e[:, :, None] * stride_me + dd[None, None, :].to(tl.int64) * stride_md,
             pair_ok[:, :, None] & d_ok[None, None, :],
             other=0.0,
         )
@@ -90,13 +94,13 @@ def _scatter_outer_kernel(
 ):  # fmt: skip
     """out[i[n, j], dd] += c[n, j] · g[n, dd] over a block of BLOCK_M flattened pairs (n, j)
     (out is a contiguous float32 [d_sae, D])."""
-    m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    m = (tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)
     dd = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
     m_ok = m < N * K
     n = m // K
     j = m % K
     c = tl.load(c_ptr + n * stride_cn + j, m_ok, other=0.0).to(tl.float32)
-    e = tl.load(idx_ptr + n * stride_cn + j, m_ok, other=0)
+    e = tl.load(idx_ptr + n * stride_cn + j, m_ok, other=0).to(tl.int64)
     tile_ok = m_ok[:, None] & (dd < D)[None, :]
     g = tl.load(g_ptr + n[:, None] * stride_gn + dd[None, :], tile_ok, other=0.0).to(tl.float32)
     tl.atomic_add(out_ptr + e[:, None] * D + dd[None, :], c[:, None] * g, mask=tile_ok)

@@ -40,7 +40,7 @@ def _steer_delta_kernel(
     BLOCK_N: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr,
 ):  # fmt: skip
     """δ[rows, cols] = relu(z + α·v) − z for a [BLOCK_N, BLOCK_S] tile; z from pre over all of d_model."""
-    rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    rows = (tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
     cols = tl.program_id(1) * BLOCK_S + tl.arange(0, BLOCK_S)
     row_ok = rows < N
     col_ok = cols < S
@@ -55,7 +55,7 @@ def _steer_delta_kernel(
         )
         x = x.to(tl.float32) - tl.load(b_dec_ptr + dd, d_ok, other=0.0).to(tl.float32)[None, :]
         w = tl.load(
-            w_enc_ptr + dd[:, None] * stride_we_d + cols[None, :] * stride_we_s,
+            w_enc_ptr + dd[:, None].to(tl.int64) * stride_we_d + cols[None, :] * stride_we_s,
             d_ok[:, None] & col_ok[None, :],
             other=0.0,
         )
@@ -89,7 +89,7 @@ def _steer_apply_kernel(
     BLOCK_N: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr,
 ):  # fmt: skip
     """out[rows, dd] = h[rows, dd] + δ[rows, :]·W_dec_S[:, dd] for a [BLOCK_N, BLOCK_D] tile."""
-    rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    rows = (tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
     dd = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
     row_ok = rows < N
     d_ok = dd < D

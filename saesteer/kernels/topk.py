@@ -35,7 +35,7 @@ def _topk_candidates_kernel(
     BLOCK_N: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_D: tl.constexpr, KP: tl.constexpr,
 ):  # fmt: skip
     """cand[rows, chunk·KP : (chunk+1)·KP] = the KP largest keys of pre[rows, chunk's columns]."""
-    rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    rows = (tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
     chunk = tl.program_id(1)
     row_ok = rows < N
     best = tl.full((BLOCK_N, KP), -(2**63), dtype=tl.int64)
@@ -55,7 +55,7 @@ def _topk_candidates_kernel(
             )
             x = x.to(tl.float32) - tl.load(b_dec_ptr + dd, d_ok, other=0.0).to(tl.float32)[None, :]
             w = tl.load(
-                w_ptr + dd[:, None] * stride_wd + cols[None, :] * stride_we,
+                w_ptr + dd[:, None].to(tl.int64) * stride_wd + cols[None, :] * stride_we,
                 d_ok[:, None] & col_ok[None, :],
                 other=0.0,
             )
