@@ -28,6 +28,9 @@ _BLOCK = re.compile(r"^blocks\.(\d+)\.")
 _RESID = re.compile(r"^blocks\.(\d+)\.hook_resid_(pre|post)$")
 
 
+SOURCE_ATTRIBUTES = ("hooks", "backend", "max_context", "weights_sha256", "describe")
+
+
 class UnknownHookError(ValueError):
     """A requested hook does not exist on the model (the message lists the valid names)."""
 
@@ -193,9 +196,14 @@ class HFResidualSource:
         }
 
 
-def make_source(model: Any, hooks: list[str]) -> TransformerLensSource | HFResidualSource:
-    """Pick the source for `model`: a HookedTransformer (has `hook_dict`) or an HF decoder model."""
-    if isinstance(model, TransformerLensSource | HFResidualSource):
+def make_source(model: Any, hooks: list[str]) -> Any:
+    """The source for `model`: itself if it is a source, else by type (HookedTransformer or HF decoder).
+
+    A custom source is any object with the attributes in `SOURCE_ATTRIBUTES`: `hooks`, `backend`
+    (str), `max_context` (int), `__call__(tokens [B, L]) -> {hook: [B, L, d]}`, `weights_sha256()`
+    and `describe() -> dict`.
+    """
+    if all(hasattr(model, a) for a in SOURCE_ATTRIBUTES):  # a ready source (built-in or custom)
         if list(model.hooks) != list(hooks):
             raise ValueError(f"The source was built for hooks {model.hooks}, not {hooks}.")
         return model
