@@ -11,6 +11,7 @@ no Python package beyond the standard library.
         page.wait_for("document.querySelectorAll('.row').length > 3")
         page.screenshot(tmp_path / "page.png")
         assert page.errors == []                    # console.error, uncaught exceptions, failed loads
+        assert all(u.startswith("file:") for u in page.requests)   # every URL it asked for
 
 `SAESTEER_CHROMIUM` overrides the executable (default: `chromium` on PATH, Debian's package).
 """
@@ -159,7 +160,7 @@ class Browser:
             "sessionId"
         ]
         page = Page(self, session)
-        for domain in ("Page", "Runtime", "Log"):
+        for domain in ("Page", "Runtime", "Log", "Network"):
             self.send(f"{domain}.enable", session=session)
         width, height = self.size
         self.send(
@@ -172,12 +173,14 @@ class Browser:
 
 
 class Page:
-    """One tab: navigation, JS evaluation, screenshots, and the errors it logged (`errors`)."""
+    """One tab: navigation, JS evaluation, screenshots, the errors it logged (`errors`) and the
+    URLs it requested (`requests`, to check that a page stays off the network)."""
 
     def __init__(self, browser: Browser, session: str) -> None:
         self.browser = browser
         self.session = session
         self.errors: list[str] = []
+        self.requests: list[str] = []
 
     def _drain(self, deadline: float | None = None, until: str | None = None) -> None:
         """Record queued events; with `until`, keep reading until that event (or the deadline)."""
@@ -193,7 +196,9 @@ class Page:
 
     def _record(self, event: dict[str, Any]) -> None:
         method, params = event.get("method"), event.get("params", {})
-        if method == "Runtime.exceptionThrown":
+        if method == "Network.requestWillBeSent":
+            self.requests.append(params["request"]["url"])
+        elif method == "Runtime.exceptionThrown":
             details = params["exceptionDetails"]
             text = details.get("exception", {}).get("description") or details.get("text", "")
             self.errors.append(f"uncaught: {text}")
@@ -207,6 +212,11 @@ class Page:
     def navigate(self, url: str) -> None:
         """Go to `url` and wait for its load event (all <script> files run by then)."""
         self.browser.send("Page.navigate", {"url": url}, session=self.session)
+        self._drain(time.monotonic() + self.browser.timeout, until="Page.loadEventFired")
+
+    def reload(self) -> None:
+        """Reload the page (same URL, same storage) and wait for its load event."""
+        self.browser.send("Page.reload", session=self.session)
         self._drain(time.monotonic() + self.browser.timeout, until="Page.loadEventFired")
 
     def evaluate(self, expression: str) -> Any:
@@ -224,7 +234,7 @@ class Page:
         return result["result"].get("value")
 
     def wait_for(self, condition: str, timeout: float = 10.0) -> Any:
-        """Poll the JS `condition` until it is truthy; return its value or raise on timeout."""
+        """Poll the JS `condition` until its JSON value is truthy (use `!!` for DOM nodes); return it."""
         deadline = time.monotonic() + timeout
         while True:
             value = self.evaluate(condition)
