@@ -135,8 +135,8 @@ def _topk_inputs(N, D, E, dtype, seed=0):
     return x, W_enc, _rand(E, dtype=dtype, scale=0.1), W_dec, _grid(D, dtype=dtype)
 
 
-@pytest.mark.parametrize("N,D,E,k,s", [(1, 40, 100, 8, 1), (9, 33, 150, 20, 70)])
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("N,D,E,k,s", [(1, 40, 100, 8, 1), (9, 33, 100, 20, 70)])
+@pytest.mark.parametrize("dtype", DTYPES if CUDA else DTYPES[:2])  # CPU bf16 = the fp32 run
 def test_topk_latent_steer_triton_matches_reference(N, D, E, k, s, dtype):
     h, We, be, Wd, bd = _topk_inputs(N, D, E, dtype)
     active = R.topk_encode_ref(h.float(), We.float(), be.float(), bd.float(), k)[1][0]
@@ -151,7 +151,7 @@ def test_topk_latent_steer_triton_matches_reference(N, D, E, k, s, dtype):
     assert not torch.equal(want, h)
 
 
-@pytest.mark.parametrize("N,E,k", [(1, 64, 1), (5, 150, 17), (3, 130, 40)])
+@pytest.mark.parametrize("N,E,k", [(1, 64, 1), (5, 100, 17), (3, 100, 40)])
 @pytest.mark.parametrize("n_chunks", [None, 1])
 def test_topk_candidates_give_exact_topk(N, E, k, n_chunks):
     """n_chunks = 1 merges every tile into one running top-k; None spreads d_sae over programs."""
