@@ -127,6 +127,15 @@ def test_latent_steer_in_place_with_leading_dims():
     torch.testing.assert_close(ref_target, want)
 
 
+def test_latent_steer_mixed_dtypes_fp16_stream_fp32_sae():
+    h, We, be, Wd, bd, v, theta = _steer_inputs(6, 40, 20, torch.float32, seed=8)
+    h16 = h.half()
+    want = R.latent_steer_ref(h16, We, be, Wd, bd, v, 1.5, theta)
+    got = K.latent_steer(h16, We, be, Wd, bd, v, 1.5, theta, backend="triton")
+    assert got.dtype == torch.float16
+    torch.testing.assert_close(got, want, atol=1e-2, rtol=1e-3)
+
+
 def _topk_inputs(N, D, E, dtype, seed=0):
     torch.manual_seed(seed)
     x = _grid(N, D, dtype=dtype)
