@@ -1,0 +1,125 @@
+"""Training steering codes on the tiny model: YaPO learns a synthetic preference; CLI; NaN guard."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from test_steer_codes import make_sae
+
+from saesteer.cli import main
+from saesteer.steer.codes import DenseVector, LatentCode
+from saesteer.steer.config import TrainSteerConfig
+from saesteer.steer.io import load_code
+from saesteer.steer.pairs import PreferencePair, write_pairs
+from saesteer.steer.train import fit_steering
+
+WORDS = [
+    "river",
+    "stone",
+    "cloud",
+    "lamp",
+    "garden",
+    "window",
+    "music",
+    "paper",
+    "forest",
+    "bridge",
+    "candle",
+    "winter",
+    "road",
+]
+
+
+def synthetic_pairs(n: int, seed: int) -> list[PreferencePair]:
+    """Prefer completions ending in ' yes' over the same text ending in ' no'."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        prompt, middle = " ".join(rng.sample(WORDS, 4)), " " + " ".join(rng.sample(WORDS, 2))
+        out.append(PreferencePair(prompt, middle + " yes", middle + " no"))
+    return out
+
+
+def test_yapo_learns_a_synthetic_preference(tiny_model):
+    model, tokenizer = tiny_model
+    config = TrainSteerConfig(
+        pairs="synthetic",
+        method="yapo",
+        epochs=3,
+        lr=5e-2,
+        beta=1.0,
+        l1=0.5,
+        top_k=16,
+        progress=False,
+    )
+    result = fit_steering(
+        model,
+        tokenizer,
+        synthetic_pairs(24, 0),
+        config,
+        sae=make_sae("relu"),
+        val_pairs=synthetic_pairs(16, 1),
+    )
+    code = result.code
+    assert isinstance(code, LatentCode) and 0 < code.support_size <= 16
+    assert code.meta["val_accuracy"] >= 0.9, code.meta  # chance is 0.5
+    assert code.meta["val_accuracy_reversed"] <= 0.1  # α = −1 steers the other way
+    assert len(result.history) == 3 and code.meta["data_checksum"]
+
+
+def test_bipo_and_mean_diff_and_cli(tiny_model, tmp_path):
+    model, tokenizer = tiny_model
+    train, val = synthetic_pairs(16, 0), synthetic_pairs(8, 1)
+    codes = {}
+    for method in ("bipo", "mean-diff"):
+        config = TrainSteerConfig(
+            pairs="x",
+            method=method,
+            epochs=2,
+            lr=5e-2,
+            beta=1.0,
+            hook_name="blocks.0.hook_resid_pre",
+            progress=False,
+        )
+        codes[method] = fit_steering(model, tokenizer, train, config, val_pairs=val).code
+        assert isinstance(codes[method], DenseVector) and codes[method].vector.norm() > 0
+    assert codes["bipo"].meta["val_accuracy"] >= 0.9
+    with pytest.raises(ValueError, match="pass an SAE"):
+        fit_steering(model, tokenizer, train, TrainSteerConfig(pairs="x"), val_pairs=val)
+    write_pairs(train + val, tmp_path / "pairs.jsonl")
+    out = tmp_path / "code"
+    rc = main(
+        [
+            "train-steer",
+            "--model",
+            "tiny-test",
+            "--pairs",
+            str(tmp_path / "pairs.jsonl"),
+            "--method",
+            "bipo",
+            "--hook-name",
+            "blocks.1.hook_resid_post",
+            "--epochs",
+            "1",
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
+    assert rc == 0 and load_code(out).meta["n_train_pairs"] == 19
+
+
+def test_non_finite_loss_stops_with_a_clear_error(tiny_model):
+    model, tokenizer = tiny_model
+    config = TrainSteerConfig(
+        pairs="x",
+        method="bipo",
+        lr=float("inf"),
+        epochs=2,
+        progress=False,
+        hook_name="blocks.0.hook_resid_post",
+    )
+    with pytest.raises(FloatingPointError, match="lower --lr"):
+        fit_steering(model, tokenizer, synthetic_pairs(8, 0), config)
+    assert all(p.requires_grad for p in model.parameters())  # the model is handed back as it was
