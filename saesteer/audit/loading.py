@@ -101,6 +101,7 @@ def load_inputs(
         if config.validation
         else behaviour_pairs(chosen.name, "validation")
     )
+    prompts = _distinct_prompts(pairs, config.n_prompts)
     if config.max_pairs:
         pairs = pairs[: config.max_pairs]
     if generator is None:
@@ -119,7 +120,7 @@ def load_inputs(
         "later": later_layer(code, model.cfg.n_layers, config.later_layer, later_sae),
         "behaviour": chosen,
         "chat": chat,
-        "prompts": _distinct_prompts(pairs, config.n_prompts),
+        "prompts": prompts,
         "pair_tokens": tokenize_pairs(tokenizer, pairs, chat, config.max_length),
         "neutral": _neutral(config),
         "stats": stats,

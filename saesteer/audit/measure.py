@@ -43,10 +43,23 @@ def residuals(model: Any, ids: Sequence[torch.Tensor], start: int) -> Residuals:
     return Residuals(list(ids), resid)
 
 
+def right_padded(ids: Sequence[torch.Tensor], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids [N, T], mask [N, T]) of 1-D id tensors, right-padded with `pad` (mask 1 = real token)."""
+    width = max(x.numel() for x in ids)
+    batch = torch.full((len(ids), width), pad, dtype=torch.long)
+    mask = torch.zeros(len(ids), width)
+    for row, x in enumerate(ids):
+        batch[row, : x.numel()] = x
+        mask[row, : x.numel()] = 1.0
+    return batch, mask
+
+
 @torch.no_grad()
 def run_above(model: Any, h: torch.Tensor, start: int, stop: int | None = None) -> torch.Tensor:
-    """blocks[start:stop](h) for h [T, d] (stop None: through the unembedding → logits [T, vocab])."""
-    return model(h[None], start_at_layer=start, stop_at_layer=stop)[0]
+    """blocks[start:stop](h) for h [T, d] or [N, T, d] (stop None: through the unembedding → logits)."""
+    if h.ndim == 2:
+        return model(h[None], start_at_layer=start, stop_at_layer=stop)[0]
+    return model(h, start_at_layer=start, stop_at_layer=stop)
 
 
 def steered(code: SteeringCode | None, h: torch.Tensor, alpha: float) -> torch.Tensor:

@@ -116,11 +116,12 @@ class _Auditor:
         self.prompt_ids = [self._prompt_ids(p) for p in self.prompts]
         self.prompt_res = measure.residuals(model, self.prompt_ids, self.start)
         self.h0 = torch.cat(self.prompt_res.resid)  # [all prompt tokens, d]
-        neutral_ids = [self._prompt_ids(p, chat=False) for p in self.neutral]
-        self.neutral_res = measure.residuals(model, neutral_ids, self.start)
-        self.neutral_logits = [
-            measure.run_above(model, h, self.start) for h in self.neutral_res.resid
-        ]
+        pad = self.tokenizer.pad_token_id or 0
+        neutral_ids, self.neutral_mask = measure.right_padded(
+            [self._prompt_ids(p, chat=False) for p in self.neutral], pad
+        )
+        self.neutral_h = model(neutral_ids.to(model.cfg.device), stop_at_layer=self.start)
+        self.neutral_logits = measure.run_above(model, self.neutral_h, self.start)
         self.pairs = measure.pair_residuals(model, self.pair_tokens, self.start)
         self.z0 = self.sae.encode(self.h0) if self.sae is not None else None
         self.hL0 = self._later(self.prompt_res.resid, 0.0)
@@ -168,12 +169,8 @@ class _Auditor:
         texts = [self.tokenizer.decode(g, skip_special_tokens=True).strip() for g in generated]
         scores = [self.behaviour.score(t) for t in texts]
         logprobs = measure.generation_logprobs(model, self.prompt_ids, generated)
-        kl = [
-            metrics.next_token_kl(
-                base, measure.run_above(model, measure.steered(code, h, alpha), self.start)
-            )
-            for h, base in zip(self.neutral_res.resid, self.neutral_logits, strict=True)
-        ]
+        neutral = measure.run_above(model, measure.steered(code, self.neutral_h, alpha), self.start)
+        kl = metrics.next_token_kl(self.neutral_logits, neutral, self.neutral_mask)
         logp = measure.pair_logprobs(model, self.pairs, self.start, code, alpha)
         states = self._states(alpha)
         point: dict[str, Any] = {
@@ -183,7 +180,7 @@ class _Auditor:
             **metrics.preference_summary(logp, self.pairs.logp_ref),
             "perplexity": metrics.perplexity(logprobs),
             "repetition": metrics.mean_ngram_repetition([g.tolist() for g in generated], cfg.ngram),
-            "kl_neutral": sum(kl) / len(kl),
+            "kl_neutral": kl,
             "mean_new_tokens": sum(len(g) for g in generated) / len(generated),
             "steered_layer": {"hook": code.hook_name, **metrics.norm_change(self.h0, states["h"])},
             "generations": [
