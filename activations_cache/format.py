@@ -30,6 +30,31 @@ FORMAT_NAME = "saesteer-activations-cache"
 FORMAT_VERSION = 1
 STORAGE_DTYPES = ("float32", "float16", "bfloat16")
 JSON_ATTRS_KEY = "json_attrs"
+# Root attributes written by the library (callers' attrs may not use these names).
+RESERVED_ATTRS = frozenset(
+    {
+        "format",
+        "format_version",
+        "complete",
+        "n_tokens",
+        "n_contexts",
+        "context_len",
+        "chunk_rows",
+        "batch_size",
+        "hooks",
+        "d_model",
+        "storage_dtype",
+        "tokens_sha256",
+        "metadata_sha256",
+        "model_weights_sha256",
+        "backend",
+        "source",
+        "library_versions",
+        "created_at",
+        "completed_at",
+        JSON_ATTRS_KEY,
+    }
+)
 
 
 class CacheError(RuntimeError):

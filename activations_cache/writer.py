@@ -32,6 +32,7 @@ import torch
 
 from activations_cache.format import (
     FORMAT_VERSION,
+    RESERVED_ATTRS,
     CacheExistsError,
     CacheWriteError,
     ResumeMismatchError,
@@ -232,6 +233,9 @@ def write_cache(
     metadata = {k: np.asarray(v) for k, v in (token_metadata or {}).items()}
     attrs = dict(attrs or {})
     check_storage_dtype(dtype)
+    clash = sorted(set(attrs) & RESERVED_ATTRS)
+    if clash:
+        raise ValueError(f"attrs {clash} are written by activations_cache itself; rename them.")
     source = make_source(model, list(hooks))
     _validate(tokens, metadata, batch_size, source.max_context)
     rank, world_size = _dist()

@@ -202,4 +202,6 @@ def test_bad_inputs_have_clear_errors(tiny_model, tokens, tmp_path):
         write_cache(tmp_path / "a.h5", model, tokens, ["blocks.0.attn.hook_pattern"], **SMALL)
     with pytest.raises(ValueError, match="storage dtype"):
         write_cache(tmp_path / "a.h5", model, tokens, HOOKS, dtype="int8", **SMALL)
+    with pytest.raises(ValueError, match="written by activations_cache"):
+        write_cache(tmp_path / "a.h5", model, tokens, HOOKS, attrs={"hooks": "mine"}, **SMALL)
     assert not list(tmp_path.iterdir())
