@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
 from saesteer.config import add_config_arguments, config_from_args
 from saesteer.sae.configs import TrainSAEConfig
@@ -21,5 +22,6 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(TrainSAEConfig, args)
     result = train_sae(cfg)
-    print(json.dumps({"sae": str(result.path), **result.metrics}, indent=2))
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks (its last batch's metrics)
+        print(json.dumps({"sae": str(result.path), **result.metrics}, indent=2))
     return 0
