@@ -11,7 +11,7 @@ from saesteer.features.config import FeaturesConfig
 from saesteer.features.discovery import FeatureStats, discover_features, hist_edges
 from saesteer.features.source import ArrayActivations, CachedActivations
 from saesteer.features.sparse_cache import SparseLatentCache, SparseLatentWriter
-from saesteer.features.topk import StreamingTopK
+from saesteer.features.topk import StreamingTopK, segment_topk
 from saesteer.sae import SAE, SAEConfig
 
 HOOK = "blocks.1.hook_resid_post"
@@ -83,6 +83,19 @@ def test_streaming_topk_equals_topk_of_everything():
     expected = scores.topk(4, dim=1)
     torch.testing.assert_close(keeper.scores, expected.values)
     assert torch.equal(keeper.payloads["where"], expected.indices)
+
+
+def test_segment_topk_equals_a_dense_topk_per_group():
+    torch.manual_seed(0)
+    dense_scores = torch.where(torch.rand(6, 30) < 0.3, torch.randn(6, 30), -torch.inf)
+    dense_scores[5] = -torch.inf  # a group with no entries
+    groups, columns = torch.isfinite(dense_scores).nonzero(as_tuple=True)
+    scores = dense_scores[groups, columns]
+    top, entry = segment_topk(groups, scores, 6, 4)
+    expected = dense_scores.topk(4, dim=1)
+    torch.testing.assert_close(top, expected.values)
+    filled = torch.isfinite(top)
+    assert torch.equal(columns[entry][filled], expected.indices[filled])
 
 
 @pytest.fixture(scope="module")

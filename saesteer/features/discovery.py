@@ -5,7 +5,8 @@ For each batch of whole contexts x [B, d_in], z = sae.encode(x) [B, d_sae] and, 
     fire_count_i  += Σ_t 1[z_ti > 0]                  density_i = fire_count_i / n_tokens
     act_sum_i     += Σ_t z_ti                         mean_active_i = act_sum_i / fire_count_i
     hist_i[b]     += #{t : z_ti > 0, log10 z_ti ∈ bin b}   (fixed log10 bins, ends clamped)
-    top examples: the n_top tokens with the largest z_ti (a `StreamingTopK` over z_ti, z_ti > 0),
+    top examples: the n_top tokens with the largest z_ti (a `StreamingTopK` over z_ti, z_ti > 0;
+                  each batch's candidates come from `segment_topk` over its nonzero entries),
                   each with z_{t+o, i} for o ∈ [−window_before, window_after] inside its context
     weak examples: a uniform sample of 4·n_samples firing tokens (the ones with the largest random
                   keys u_ti ~ U(0,1), a bottom-k sample), reduced at the end to n_samples picked at
@@ -33,7 +34,7 @@ from saesteer.features.config import FeaturesConfig
 from saesteer.features.logit_lens import logit_lens
 from saesteer.features.source import ActivationTable
 from saesteer.features.sparse_cache import SparseLatentWriter, token_topk
-from saesteer.features.topk import StreamingTopK
+from saesteer.features.topk import StreamingTopK, segment_topk
 
 HIST_LOG10_MIN = -3.0
 HIST_LOG10_MAX = 4.0
@@ -126,18 +127,16 @@ class FeatureStats:
 
 
 def _windows(
-    zt: torch.Tensor, pos: torch.Tensor, before: int, after: int, context_length: int
+    z: torch.Tensor, pos: torch.Tensor, before: int, after: int, context_length: int
 ) -> torch.Tensor:
-    """z[pos + o, i] for o ∈ [−before, after] inside pos's context, else 0: zt [d_sae, B], pos
-    [d_sae, m] → [d_sae, m, W]."""
+    """z[pos_ij + o, i] for o ∈ [−before, after] inside pos_ij's context, else 0: z [B, d_sae],
+    pos [d_sae, m] token rows of latent i's candidates → [d_sae, m, W]."""
     offsets = torch.arange(-before, after + 1, device=pos.device)
     where = pos[..., None] + offsets
-    inside = (
-        (where >= 0)
-        & (where < zt.shape[1])
-        & (where // context_length == pos[..., None] // context_length)
-    )
-    values = zt.gather(1, where.clamp(0, zt.shape[1] - 1).flatten(1)).view(where.shape)
+    inside = (where >= 0) & (where < z.shape[0])
+    inside &= where // context_length == pos[..., None] // context_length
+    latent = torch.arange(z.shape[1], device=pos.device)[:, None, None]
+    values = z.view(-1)[where.clamp(0, z.shape[0] - 1) * z.shape[1] + latent]
     return torch.where(inside, values, 0.0)
 
 
@@ -232,39 +231,27 @@ def discover_features(
         desc="features",
         unit="batch",
     ):
-        z = sae.encode(x.to(device, sae.W_enc.dtype)).float()  # [B, d_sae]
-        fired = z > 0
-        fire_count += fired.sum(0)
-        act_sum += z.sum(0, dtype=torch.float64)
-        rows, cols = fired.nonzero(as_tuple=True)
-        hist += torch.bincount(cols * n_bins + hist_bin(z[rows, cols]), minlength=d_sae * n_bins)
+        z = sae.encode(x.to(device, sae.W_enc.dtype)).float().contiguous()  # [B, d_sae]
+        rows, cols = (z > 0).nonzero(as_tuple=True)  # firing entries: token row, latent
+        values = z[rows, cols]
+        fire_count += torch.bincount(cols, minlength=d_sae)
+        act_sum += torch.bincount(cols, weights=values.double(), minlength=d_sae)
+        hist += torch.bincount(cols * n_bins + hist_bin(values), minlength=d_sae * n_bins)
         token_ids, token_values = token_topk(z, cfg.sparse_k)
         if sparse_writer is not None:
             sparse_writer.write(token_ids, token_values)
-        zt = torch.where(fired, z, -torch.inf).T.contiguous()  # [d_sae, B]
-        m = min(cfg.n_top, len(z))
-        scores, pos = zt.topk(m, dim=1)
-        zt_plain = zt.clamp(min=0)
-        top.update(
-            scores,
-            {
-                "token": pos + offset,
-                "window": _windows(zt_plain, pos, cfg.window_before, cfg.window_after, L),
-                "latents": token_ids[pos],
-            },
-        )
-        keys = torch.where(
-            fired.T, torch.rand(zt.shape, generator=generator, device=device), -torch.inf
-        )
-        scores, pos = keys.topk(min(reservoir.k, len(z)), dim=1)
-        reservoir.update(
-            scores,
-            {
-                "token": pos + offset,
-                "window": _windows(zt_plain, pos, cfg.window_before, cfg.window_after, L),
-                "value": zt_plain.gather(1, pos),
-            },
-        )
+        if len(values):
+            scores, entry = segment_topk(cols, values, d_sae, cfg.n_top)
+            pos = rows[entry]  # [d_sae, n_top] token rows in the batch
+            window = _windows(z, pos, cfg.window_before, cfg.window_after, L)
+            top.update(scores, {"token": pos + offset, "window": window, "latents": token_ids[pos]})
+            keys = torch.rand(len(values), generator=generator, device=device)
+            scores, entry = segment_topk(cols, keys, d_sae, reservoir.k)
+            pos = rows[entry]
+            window = _windows(z, pos, cfg.window_before, cfg.window_after, L)
+            reservoir.update(
+                scores, {"token": pos + offset, "window": window, "value": values[entry]}
+            )
         offset += len(z)
     if offset != table.n_tokens:
         raise RuntimeError(f"Read {offset} activations but the table has {table.n_tokens}.")

@@ -11,6 +11,7 @@ concatenation of all batches (up to the order of tied scores), which the tests c
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 
@@ -46,3 +47,46 @@ class StreamingTopK:
     def filled(self) -> torch.Tensor:
         """[R, k] bool: slots holding a real candidate."""
         return self.scores > -torch.inf
+
+
+def descending_key(groups: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    """int64 keys ordering entries by group, then by float32 score descending (exactly, ties equal).
+
+    A float32's bits b (as int32) grow with the value for b ≥ 0; negative floats count down, so
+    m = b ^ 0x7FFFFFFF there. key = group · 2³² + (2³¹ − 1 − m), with 0 ≤ 2³¹ − 1 − m < 2³².
+    """
+    bits = scores.float().contiguous().view(torch.int32)
+    monotone = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits).long()
+    return groups.long() * (1 << 32) + ((1 << 31) - 1 - monotone)
+
+
+def argsort_int64(key: torch.Tensor) -> torch.Tensor:
+    """argsort of int64 keys; on CPU through numpy's radix sort (torch's is ~15× slower there)."""
+    if key.device.type == "cpu":
+        return torch.from_numpy(np.argsort(key.numpy(), kind="stable"))
+    return torch.argsort(key)
+
+
+def segment_topk(
+    groups: torch.Tensor, scores: torch.Tensor, n_groups: int, k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per group g, the k largest scores among entries e with groups[e] = g.
+
+    groups, scores: [n] (one entry per nonzero of a sparse matrix, say). Returns (top scores
+    [n_groups, k] descending, −inf where a group has fewer than k entries; their entry indices
+    [n_groups, k] int64, 0 there). Sorting by (group, −score) ranks each entry in its group:
+    rank_e = position_e − start_{group_e}; entries with rank < k are scattered out.
+    """
+    order = argsort_int64(descending_key(groups, scores))
+    grouped = groups[order]
+    counts = torch.bincount(grouped, minlength=n_groups)
+    rank = (
+        torch.arange(len(order), device=order.device) - (torch.cumsum(counts, 0) - counts)[grouped]
+    )
+    keep = (rank < k).nonzero(as_tuple=True)[0]
+    where = (grouped[keep], rank[keep])
+    top = torch.full((n_groups, k), -torch.inf, device=scores.device, dtype=scores.dtype)
+    index = torch.zeros((n_groups, k), dtype=torch.int64, device=scores.device)
+    top[where] = scores[order[keep]]
+    index[where] = order[keep]
+    return top, index
