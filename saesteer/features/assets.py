@@ -46,7 +46,7 @@ a:hover { text-decoration: underline; }
 table.list { border-collapse: collapse; width: 100%; }
 table.list th, table.list td { text-align: left; padding: 0.25em 0.5em; border-bottom: 1px solid var(--line); vertical-align: top; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-.chip { display: inline-block; background: var(--chip); border-radius: 4px; padding: 0 0.35em; margin: 1px 2px; white-space: pre; font-family: ui-monospace, monospace; font-size: 0.92em; }
+.chip { display: inline-block; background: var(--chip); border-radius: 4px; padding: 0 0.35em; margin: 1px 2px; white-space: pre; font-family: ui-monospace, monospace; font-size: 0.92em; max-width: 18em; overflow: hidden; text-overflow: ellipsis; vertical-align: bottom; }
 .chip small { color: var(--muted); }
 .chip em { font-family: system-ui, sans-serif; color: var(--fg); }
 .muted { color: var(--muted); }
