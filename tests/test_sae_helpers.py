@@ -13,7 +13,9 @@ HOOK = "blocks.1.hook_resid_post"
 _MEMO: dict[str, object] = {}
 
 
-def sparse_data(n: int = 4096, d: int = 32, n_features: int = 96, active: float = 4.0, seed: int = 0) -> torch.Tensor:
+def sparse_data(
+    n: int = 4096, d: int = 32, n_features: int = 96, active: float = 4.0, seed: int = 0
+) -> torch.Tensor:
     """x = Σ_j a_j·f_j + offset with ~`active` random unit features f_j per row: [n, d]."""
     gen = torch.Generator().manual_seed(seed)
     features = torch.nn.functional.normalize(torch.randn(n_features, d, generator=gen), dim=1)
@@ -34,8 +36,15 @@ def tiny_cache(model) -> Path:
         from activations_cache import write_cache
 
         folder = Path(tempfile.mkdtemp(prefix="sae-tests-"))
-        path = write_cache(folder / "acts.h5", model, tiny_tokens(), [HOOK], progress=False,
-                           chunk_rows=512, shard_tokens=2048)
+        path = write_cache(
+            folder / "acts.h5",
+            model,
+            tiny_tokens(),
+            [HOOK],
+            progress=False,
+            chunk_rows=512,
+            shard_tokens=2048,
+        )
         _MEMO["cache"] = Path(path)
     return _MEMO["cache"]  # type: ignore[return-value]
 
@@ -44,9 +53,22 @@ def quick_config(out: Path, **overrides):
     """A TrainSAEConfig for seconds-long runs on small data."""
     from saesteer.sae.configs import TrainSAEConfig
 
-    values = dict(out=str(out), arch="topk", k=8, d_sae=128, tokens=256 * 60, batch_size=256, lr=3e-3,
-                  warmup_steps=5, progress=False, checkpoint_every=0, dead_tokens=4096,
-                  init_tokens=1024, l1_coefficient=1.0, l0_coefficient=0.05)
+    values = dict(
+        out=str(out),
+        arch="topk",
+        k=8,
+        d_sae=128,
+        tokens=256 * 60,
+        batch_size=256,
+        lr=3e-3,
+        warmup_steps=5,
+        progress=False,
+        checkpoint_every=0,
+        dead_tokens=4096,
+        init_tokens=1024,
+        l1_coefficient=1.0,
+        l0_coefficient=0.05,
+    )
     values.update(overrides)
     return TrainSAEConfig(**values)
 

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_sae_helpers import one_thread
 
 from saesteer.sae.interop import from_saelens, to_saelens
 from saesteer.sae.io import load_sae, save_sae
@@ -22,8 +21,16 @@ def sae_lens():
 
 def _random_sae(arch: str, seed: int = 0) -> SAE:
     torch.manual_seed(seed)
-    sae = SAE(SAEConfig(d_in=24, d_sae=64, arch=arch, k=6 if arch in ("topk", "batchtopk") else None,
-                        model_name="tiny-test", hook_name="blocks.1.hook_resid_post"))
+    sae = SAE(
+        SAEConfig(
+            d_in=24,
+            d_sae=64,
+            arch=arch,
+            k=6 if arch in ("topk", "batchtopk") else None,
+            model_name="tiny-test",
+            hook_name="blocks.1.hook_resid_post",
+        )
+    )
     with torch.no_grad():
         sae.b_enc.normal_(0, 0.2)
         sae.b_dec.normal_(0, 0.5)
@@ -66,8 +73,9 @@ def test_sae_lens_folder_and_object_load_in_saesteer(arch: str, sae_lens, tmp_pa
 def test_sae_lens_conventions_are_folded(sae_lens) -> None:
     """apply_b_dec_to_input=False and rescale_acts_by_decoder_norm=True give the same z and x̂."""
     torch.manual_seed(5)
-    cfg = sae_lens.TopKSAEConfig(d_in=24, d_sae=64, k=6, apply_b_dec_to_input=False,
-                                 rescale_acts_by_decoder_norm=True)
+    cfg = sae_lens.TopKSAEConfig(
+        d_in=24, d_sae=64, k=6, apply_b_dec_to_input=False, rescale_acts_by_decoder_norm=True
+    )
     theirs = sae_lens.TopKSAE(cfg)
     with torch.no_grad():
         theirs.W_dec.mul_(torch.rand(64, 1) + 0.5)
@@ -81,7 +89,9 @@ def test_sae_lens_conventions_are_folded(sae_lens) -> None:
 
 def test_sae_lens_batchtopk_training_sae_converts_to_its_inference_form(sae_lens) -> None:
     torch.manual_seed(7)
-    cfg = sae_lens.BatchTopKTrainingSAEConfig(d_in=24, d_sae=64, k=6, rescale_acts_by_decoder_norm=False)
+    cfg = sae_lens.BatchTopKTrainingSAEConfig(
+        d_in=24, d_sae=64, k=6, rescale_acts_by_decoder_norm=False
+    )
     theirs = sae_lens.BatchTopKTrainingSAE(cfg)
     with torch.no_grad():
         theirs.b_enc.normal_(0, 0.2)

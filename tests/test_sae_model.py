@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_sae_helpers import one_thread, sparse_data
+from test_sae_helpers import sparse_data
 
 from saesteer.sae.io import sae_checksum
 from saesteer.sae.model import SAE, SAEConfig
@@ -14,7 +14,9 @@ from saesteer.sae.training import LossSettings, TrainingSAE, _JumpReLU, _Step
 
 def _sae(arch: str, d_in: int = 16, d_sae: int = 48, k: int | None = 4, seed: int = 0) -> SAE:
     torch.manual_seed(seed)
-    sae = SAE(SAEConfig(d_in=d_in, d_sae=d_sae, arch=arch, k=k if arch in ("topk", "batchtopk") else None))
+    sae = SAE(
+        SAEConfig(d_in=d_in, d_sae=d_sae, arch=arch, k=k if arch in ("topk", "batchtopk") else None)
+    )
     with torch.no_grad():
         sae.b_enc.normal_(0, 0.1)
         sae.b_dec.normal_(0, 0.1)
@@ -35,7 +37,9 @@ def test_folds_leave_reconstruction_unchanged(arch: str) -> None:
     x = torch.randn(32, 16)
     scale = 2.5
     with torch.no_grad():
-        if arch != "topk":  # rescaling latents reorders TopK's choice: only unit-norm rows fold there
+        if (
+            arch != "topk"
+        ):  # rescaling latents reorders TopK's choice: only unit-norm rows fold there
             sae.W_dec.mul_(torch.rand(48, 1) + 0.5)  # non-unit rows, as a relu SAE trains them
         expected = sae(x * scale) / scale
         sae.fold_decoder_norms()

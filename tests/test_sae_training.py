@@ -8,7 +8,7 @@ from pathlib import Path
 import h5py
 import pytest
 import torch
-from test_sae_helpers import HOOK, one_thread, quick_config, sparse_data, tiny_cache
+from test_sae_helpers import HOOK, quick_config, sparse_data, tiny_cache
 
 from saesteer.sae.checkpoint import checkpoint_files, load_latest_checkpoint
 from saesteer.sae.data import TensorSource
@@ -26,9 +26,20 @@ def cache(tiny_model) -> Path:
 
 
 @pytest.mark.parametrize("arch", ["relu", "topk", "batchtopk", "jumprelu"])
-def test_each_architecture_reaches_stated_explained_variance(arch: str, cache: Path, tmp_path: Path) -> None:
-    cfg = quick_config(tmp_path / "sae", arch=arch, cache=str(cache), hook=HOOK, k=16, d_sae=256,
-                       tokens=256 * 150, jumprelu_init_threshold=0.1, l0_coefficient=0.5)
+def test_each_architecture_reaches_stated_explained_variance(
+    arch: str, cache: Path, tmp_path: Path
+) -> None:
+    cfg = quick_config(
+        tmp_path / "sae",
+        arch=arch,
+        cache=str(cache),
+        hook=HOOK,
+        k=16,
+        d_sae=256,
+        tokens=256 * 150,
+        jumprelu_init_threshold=0.1,
+        l0_coefficient=0.5,
+    )
     result = train_sae(cfg)
     assert result.metrics["explained_variance"] >= STATED_EV[arch], result.metrics
     assert result.metrics["l0"] < 128
@@ -47,8 +58,9 @@ def test_each_architecture_reaches_stated_explained_variance(arch: str, cache: P
 
 
 def test_on_the_fly_training_from_model_matches_cache_widths(tiny_model, tmp_path: Path) -> None:
-    from saesteer.sae.data import ModelSource
     from test_sae_helpers import tiny_tokens
+
+    from saesteer.sae.data import ModelSource
 
     source = ModelSource(tiny_model[0], HOOK, tiny_tokens(n_ctx=32), contexts_per_chunk=16)
     result = train_sae(quick_config(tmp_path / "fly", tokens=256 * 10), source=source)
@@ -103,7 +115,9 @@ def test_incomplete_cache_and_k_too_large_and_d_in_mismatch(cache: Path, tmp_pat
     with pytest.raises(ValueError, match="not in the cache"):
         train_sae(quick_config(tmp_path / "c", cache=str(cache), hook="blocks.0.hook_resid_pre"))
     # resume a run trained on the cache (d_in 64) with 32-wide data
-    cfg = quick_config(tmp_path / "d", cache=str(cache), hook=HOOK, tokens=256 * 4, checkpoint_every=2)
+    cfg = quick_config(
+        tmp_path / "d", cache=str(cache), hook=HOOK, tokens=256 * 4, checkpoint_every=2
+    )
     train_sae(cfg)
     cfg_resume = quick_config(tmp_path / "d", tokens=256 * 4, resume=True)
     with pytest.raises(ValueError, match="d_in=64"):
@@ -114,13 +128,17 @@ def test_incomplete_cache_and_k_too_large_and_d_in_mismatch(cache: Path, tmp_pat
 
 def test_in_process_resume_equals_uninterrupted(tmp_path: Path) -> None:
     source = TensorSource(sparse_data())
-    full = train_sae(quick_config(tmp_path / "full", arch="batchtopk", d_sae=64, tokens=256 * 24), source=source)
+    full = train_sae(
+        quick_config(tmp_path / "full", arch="batchtopk", d_sae=64, tokens=256 * 24), source=source
+    )
 
     def stop(step: int, module) -> None:
         if step == 13:
             raise KeyboardInterrupt
 
-    cfg = quick_config(tmp_path / "part", arch="batchtopk", d_sae=64, tokens=256 * 24, checkpoint_every=5)
+    cfg = quick_config(
+        tmp_path / "part", arch="batchtopk", d_sae=64, tokens=256 * 24, checkpoint_every=5
+    )
     with pytest.raises(KeyboardInterrupt):
         train_sae(cfg, source=source, step_callback=stop)
     cfg.resume = True

@@ -22,6 +22,8 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(TrainSAEConfig, args)
     result = train_sae(cfg)
-    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks (its last batch's metrics)
+    if (
+        os.environ.get("RANK", "0") == "0"
+    ):  # under torchrun, rank 0 speaks (its last batch's metrics)
         print(json.dumps({"sae": str(result.path), **result.metrics}, indent=2))
     return 0

@@ -30,6 +30,7 @@ class CacheSource:
             )
         self.path, self.hook = Path(path), hook
         self.d_in = self.reader.d_model(hook)
+        self.model_name = str(self.reader.attrs.get("model_name") or "")
 
     def batches(
         self, batch_size: int, seed: int, start: int = 0, rank: int = 0, world_size: int = 1

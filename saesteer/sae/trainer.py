@@ -137,8 +137,8 @@ def train_sae(
         d_sae=cfg.width(source.d_in),
         arch=cfg.arch,
         k=cfg.k if cfg.arch in ("topk", "batchtopk") else None,
-        model_name=cfg.model,
-        hook_name=cfg.hook,
+        model_name=cfg.model or getattr(source, "model_name", ""),
+        hook_name=cfg.hook or getattr(source, "hook", ""),
     )
     module = TrainingSAE(SAE(sae_cfg), cfg.loss_settings()).to(ctx.device)
     optimizer = torch.optim.Adam(module.parameters(), lr=cfg.lr)
