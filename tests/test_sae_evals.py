@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_sae_helpers import HOOK, quick_config, tiny_cache, tiny_tokens
+from test_sae_helpers import (
+    HOOK,
+    one_thread,  # noqa: F401  (autouse: one torch thread)
+    quick_config,
+    tiny_cache,
+    tiny_tokens,
+)
 
 from saesteer.sae.configs import EvalSAEConfig
 from saesteer.sae.evals import evaluate_spliced, run_eval

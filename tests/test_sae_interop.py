@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_sae_helpers import one_thread  # noqa: F401  (autouse: one torch thread)
 
 from saesteer.sae.interop import from_saelens, to_saelens
 from saesteer.sae.io import load_sae, save_sae

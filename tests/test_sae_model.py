@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_sae_helpers import sparse_data
+from test_sae_helpers import (
+    one_thread,  # noqa: F401  (autouse: one torch thread)
+    sparse_data,
+)
 
 from saesteer.sae.io import sae_checksum
 from saesteer.sae.model import SAE, SAEConfig

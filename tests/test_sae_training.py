@@ -8,7 +8,13 @@ from pathlib import Path
 import h5py
 import pytest
 import torch
-from test_sae_helpers import HOOK, quick_config, sparse_data, tiny_cache
+from test_sae_helpers import (
+    HOOK,
+    one_thread,  # noqa: F401  (autouse: one torch thread)
+    quick_config,
+    sparse_data,
+    tiny_cache,
+)
 
 from saesteer.sae.checkpoint import checkpoint_files, load_latest_checkpoint
 from saesteer.sae.data import TensorSource
