@@ -141,27 +141,41 @@ def _check_common(h, W_enc_S, W_dec_S, b_dec, v_S, out) -> tuple[int, int, int]:
     return N, D, S
 
 
+def launch_configs(N: int, S: int) -> tuple[dict, dict]:
+    """Meta-parameters (blocks, num_warps) of the delta and apply kernels for N rows and |S| = S.
+
+    Picked so that sm_90 compiles every variant without register spills (see
+    tests/test_kernels_compile.py); not yet tuned by timing on a GPU.
+    """
+    block_n, block_s = _block(N, 16, 64), _block(S, 16, 64)
+    warps = 8 if block_n == 64 else 4
+    delta = {"BLOCK_N": block_n, "BLOCK_S": block_s, "BLOCK_D": 32, "num_warps": warps}
+    apply = {"BLOCK_N": block_n, "BLOCK_S": block_s, "BLOCK_D": 64, "num_warps": warps}
+    return delta, apply
+
+
+def dot_precision(dtype: torch.dtype) -> str:
+    """IEEE float32 dots for float32 operands (not TF32); 16-bit operands ignore the setting."""
+    return "ieee" if dtype == torch.float32 else "tf32"
+
+
 def _launch(h, W_enc_S, b_enc_S, W_dec_S, b_dec, v_S, alpha, mode, theta, tau, out):
     N, D, S = _check_common(h, W_enc_S, W_dec_S, b_dec, v_S, out)
     if N == 0:
         return out
-    precision = "ieee" if W_enc_S.dtype == torch.float32 else "tf32"
+    precision = dot_precision(W_enc_S.dtype)
     delta = torch.empty((N, S), device=h.device, dtype=torch.float32)
-    block_n = _block(N, 16, 64)
-    block_s = _block(S, 16, 64)
-    grid = (triton.cdiv(N, block_n), triton.cdiv(S, block_s))
+    cfg_delta, cfg_apply = launch_configs(N, S)
+    grid = (triton.cdiv(N, cfg_delta["BLOCK_N"]), triton.cdiv(S, cfg_delta["BLOCK_S"]))
     _steer_delta_kernel[grid](
         h, h.stride(0), b_dec, W_enc_S, W_enc_S.stride(0), W_enc_S.stride(1),
         b_enc_S, theta, tau, v_S, delta, delta.stride(0),
-        float(alpha), N, D, S,
-        MODE=mode, PRECISION=precision, BLOCK_N=block_n, BLOCK_S=block_s, BLOCK_D=64,
+        float(alpha), N, D, S, MODE=mode, PRECISION=precision, **cfg_delta,
     )  # fmt: skip
-    block_d = 128 if D >= 1024 else 64
-    grid = (triton.cdiv(N, block_n), triton.cdiv(D, block_d))
+    grid = (triton.cdiv(N, cfg_apply["BLOCK_N"]), triton.cdiv(D, cfg_apply["BLOCK_D"]))
     _steer_apply_kernel[grid](
         h, h.stride(0), delta, delta.stride(0), W_dec_S, W_dec_S.stride(0), W_dec_S.stride(1),
-        out, out.stride(0), N, D, S,
-        PRECISION=precision, BLOCK_N=block_n, BLOCK_S=block_s, BLOCK_D=block_d,
+        out, out.stride(0), N, D, S, PRECISION=precision, **cfg_apply,
     )  # fmt: skip
     return out
 

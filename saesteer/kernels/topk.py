@@ -79,6 +79,17 @@ def unpack_keys(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return bits.view(torch.float32), keys & 0xFFFFFFFF
 
 
+def launch_config(N: int, k: int) -> dict:
+    """Meta-parameters of `_topk_candidates_kernel` for N rows and top-k (KP = pow2 ≥ max(k, 16)).
+
+    Picked so that sm_90 compiles every variant without register spills (see
+    tests/test_kernels_compile.py); not yet tuned by timing on a GPU.
+    """
+    kp = max(16, triton.next_power_of_2(k))
+    block_n = min(32 if kp <= 64 else 16, max(16, triton.next_power_of_2(N)))
+    return {"BLOCK_N": block_n, "BLOCK_E": max(kp, 64), "BLOCK_D": 32, "KP": kp, "num_warps": 8}
+
+
 def topk_candidates(
     x: torch.Tensor,
     W_enc: torch.Tensor,
@@ -99,11 +110,9 @@ def topk_candidates(
     assert all(t.device == x.device for t in (W_enc, b_enc, b_dec)), "one device"
     for t in (x, W_enc):
         assert t.dtype in (torch.float32, torch.float16, torch.bfloat16), f"unsupported {t.dtype}"
-    kp = max(16, triton.next_power_of_2(k))
-    block_n = 32 if kp >= 64 else 64
-    block_n = min(block_n, max(16, triton.next_power_of_2(N)))
-    block_e = max(kp, 64)
-    row_tiles = triton.cdiv(N, block_n)
+    cfg = launch_config(N, k)
+    kp, block_e = cfg["KP"], cfg["BLOCK_E"]
+    row_tiles = triton.cdiv(N, cfg["BLOCK_N"])
     e_tiles = triton.cdiv(E, block_e)
     if n_chunks is None:
         n_chunks = max(1, min(e_tiles, triton.cdiv(1024, row_tiles)))
@@ -113,8 +122,7 @@ def topk_candidates(
     _topk_candidates_kernel[(row_tiles, n_chunks)](
         x, x.stride(0), b_dec, W_enc, W_enc.stride(0), W_enc.stride(1), b_enc,
         cand, cand.stride(0), N, D, E, chunk,
-        PRECISION="ieee" if W_enc.dtype == torch.float32 else "tf32",
-        BLOCK_N=block_n, BLOCK_E=block_e, BLOCK_D=32, KP=kp,
+        PRECISION="ieee" if W_enc.dtype == torch.float32 else "tf32", **cfg,
     )  # fmt: skip
     return cand
 
