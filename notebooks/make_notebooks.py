@@ -3,11 +3,13 @@
 Each notebook starts with a parameter cell read from the environment, so CI runs them on the tiny
 model with tiny sizes (SAESTEER_NOTEBOOK_MODEL=tiny-test) and users on the default model. They share
 one output folder (SAESTEER_NOTEBOOK_OUT, default notebook_out/): run them in order, 01 → 02 → 03.
-The notebooks are committed without outputs.
+The notebooks are committed without outputs, their code cells formatted by ruff (a dev dependency).
 """
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
@@ -176,6 +178,7 @@ print(f"support: {code.support_size} latents; validation preference accuracy "
     ),
     new_code_cell(
         """import dataclasses
+
 from saesteer.steer.io import save_code
 
 save_code(code, OUT / "code_yapo")
@@ -195,7 +198,7 @@ prompts = list(dict.fromkeys(p.prompt for p in val))[:2]
 for alpha in (0.0, 2.0, 4.0):
     texts = generate_steered(model, tokenizer, prompts, code, alpha, chat=chosen.chat,
                              max_new_tokens=8 if TINY else 32)
-    for prompt, text in zip(prompts, texts):
+    for prompt, text in zip(prompts, texts, strict=True):
         print(f"α={alpha:<4} score {chosen.score(text):+.2f}  {prompt} → {text!r}")"""
     ),
 ]
@@ -276,6 +279,7 @@ NOTEBOOKS = {
 
 def main() -> None:
     folder = Path(__file__).parent
+    paths = []
     for name, cells in NOTEBOOKS.items():
         notebook = new_notebook(cells=cells)
         notebook.metadata["kernelspec"] = {
@@ -285,7 +289,9 @@ def main() -> None:
         }
         nbformat.validate(notebook)
         nbformat.write(notebook, folder / name)
-        print(folder / name)
+        paths.append(str(folder / name))
+    subprocess.run([sys.executable, "-m", "ruff", "format", "--quiet", *paths], check=True)
+    print("\n".join(paths))
 
 
 if __name__ == "__main__":
