@@ -4,9 +4,9 @@ With z holding k nonzeros per row (values `vals` [B, k] at columns `idx` [B, k])
 
     x̂_b − b_dec = Σ_i vals[b, i] · W_dec[idx[b, i]]                  [B, d_in]
 
-computed with `F.embedding_bag(mode="sum", per_sample_weights=vals)`; its backward gives
+computed with `F.embedding_bag(mode="sum", per_sample_weights=vals)`; the backward gives
 ∂L/∂vals[b, i] = ⟨∂L/∂x̂_b, W_dec[idx[b, i]]⟩ and scatters vals[b, i]·∂L/∂x̂_b into row idx[b, i]
-of ∂L/∂W_dec. Cost O(B·k·d_in) instead of the dense O(B·d_sae·d_in).
+of ∂L/∂W_dec (`scatter_rows`, a CSR product). Cost O(B·k·d_in) instead of the dense O(B·d_sae·d_in).
 
 BatchTopK rows hold a varying number of latents: the flat (row, column, value) triples, sorted by
 row, go through the same `embedding_bag` with `offsets` marking where each row starts.
@@ -18,6 +18,7 @@ contract (same outputs, same autograd semantics); `dense_topk_autoencode` is the
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -31,12 +32,61 @@ class TopKOutput(NamedTuple):
     recon: torch.Tensor  # x̂ − b_dec: [B, d_in]
     vals: torch.Tensor  # relu of the k largest pre-activations per row: [B, k]
     idx: torch.Tensor  # their latent indices: [B, k] (int64)
-    pre: torch.Tensor  # pre-activations: [B, d_sae]
+    pre: torch.Tensor  # pre-activations: [B, d_sae] (no gradient on the sparse path)
+
+
+def scatter_rows(
+    idx: torch.Tensor, weights: torch.Tensor, x: torch.Tensor, n_rows: int
+) -> torch.Tensor:
+    """out[j] = Σ_{b,i: idx[b,i] = j} weights[b,i]·x[b]: idx, weights [B, k], x [B, d] → [n_rows, d].
+
+    A CSR matrix [n_rows, B] times x. (embedding_bag's own weight gradient sorts the indices with a
+    parallel sort that is ~20× slower on a busy multi-threaded CPU.)
+    """
+    flat = idx.reshape(-1)
+    order = torch.sort(flat, stable=True).indices  # the unstable parallel sort is ~30× slower
+    crow = torch.zeros(n_rows + 1, dtype=torch.int64, device=x.device)
+    crow[1:] = torch.cumsum(torch.bincount(flat, minlength=n_rows), 0)
+    cols = torch.arange(idx.shape[0], device=x.device).repeat_interleave(idx.shape[1])[order]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
+        matrix = torch.sparse_csr_tensor(
+            crow, cols, weights.reshape(-1)[order], (n_rows, idx.shape[0])
+        )
+        return matrix @ x
+
+
+def _bag_weight_grad(
+    idx: torch.Tensor, table: torch.Tensor, grad_out: torch.Tensor
+) -> torch.Tensor:
+    """∂/∂w[b,i] of Σ_i w[b,i]·table[idx[b,i]] against grad_out [B, d]: ⟨grad_out[b], table[idx[b,i]]⟩."""
+    with torch.enable_grad():
+        w = torch.ones(idx.shape, dtype=table.dtype, device=table.device, requires_grad=True)
+        bag = F.embedding_bag(idx, table.detach(), per_sample_weights=w, mode="sum")
+        return torch.autograd.grad(bag, w, grad_outputs=grad_out)[0]
+
+
+class _SparseDecode(torch.autograd.Function):
+    """Σ_i vals[b,i]·W_dec[idx[b,i]], with ∂/∂vals = ⟨g_b, W_dec[idx]⟩ and ∂/∂W_dec = scatter_rows."""
+
+    @staticmethod
+    def forward(ctx, idx, vals, W_dec):
+        ctx.save_for_backward(idx, vals, W_dec)
+        return F.embedding_bag(idx, W_dec, per_sample_weights=vals, mode="sum")
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        idx, vals, W_dec = ctx.saved_tensors
+        grad_vals = _bag_weight_grad(idx, W_dec, grad_out) if ctx.needs_input_grad[1] else None
+        grad_W = (
+            scatter_rows(idx, vals, grad_out, W_dec.shape[0]) if ctx.needs_input_grad[2] else None
+        )
+        return None, grad_vals, grad_W
 
 
 def sparse_decode(idx: torch.Tensor, vals: torch.Tensor, W_dec: torch.Tensor) -> torch.Tensor:
     """Σ_i vals[b, i]·W_dec[idx[b, i]]: idx, vals [B, k], W_dec [d_sae, d_in] → [B, d_in]."""
-    return F.embedding_bag(idx, W_dec, per_sample_weights=vals, mode="sum")
+    return _SparseDecode.apply(idx, vals, W_dec)
 
 
 def ragged_decode(
@@ -56,16 +106,46 @@ def ragged_decode(
     )
 
 
+class _SparseTopKEncode(torch.autograd.Function):
+    """(vals, idx, pre) = TopK(relu) of pre = x_c·W_enc + b_enc, with a sparse backward.
+
+    With g = ∂L/∂vals · 1[vals > 0] ([B, k], nonzero only at the chosen latents):
+        ∂L/∂b_enc[j]    = Σ_{b,i: idx[b,i]=j} g[b,i]
+        ∂L/∂x_c[b]      = Σ_i g[b,i] · W_enc[:, idx[b,i]]             (embedding_bag on W_encᵀ)
+        ∂L/∂W_enc[:, j] = Σ_{b,i: idx[b,i]=j} g[b,i] · x_c[b]          (embedding_bag's weight grad)
+    O(B·k·d_in) instead of the two dense [B, d_sae] × [d_sae, d_in] products. `pre` is returned
+    without gradient (for statistics only).
+    """
+
+    @staticmethod
+    def forward(ctx, x_c, W_enc, b_enc, k):
+        pre = torch.addmm(b_enc, x_c, W_enc)
+        top, idx = pre.topk(k, dim=-1, sorted=False)
+        vals = torch.relu(top)
+        ctx.save_for_backward(x_c, W_enc, vals, idx)
+        ctx.mark_non_differentiable(idx, pre)
+        return vals, idx, pre
+
+    @staticmethod
+    def backward(ctx, grad_vals, _grad_idx, _grad_pre):
+        x_c, W_enc, vals, idx = ctx.saved_tensors
+        g = grad_vals * (vals > 0)
+        grad_b = torch.zeros(W_enc.shape[1], dtype=g.dtype, device=g.device)
+        grad_b.index_add_(0, idx.reshape(-1), g.reshape(-1))
+        grad_x = F.embedding_bag(idx, W_enc.t().contiguous(), per_sample_weights=g, mode="sum")
+        grad_rows = scatter_rows(idx, g, x_c, W_enc.shape[1])
+        return grad_x, grad_rows.t(), grad_b, None
+
+
 def sparse_topk_autoencode(
     x_centered: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor, W_dec: torch.Tensor, k: int
 ) -> TopKOutput:
     """pre = x_c·W_enc + b_enc; keep each row's top k (relu); decode the k rows of W_dec.
 
     x_centered: [B, d_in] (x − b_dec), W_enc [d_in, d_sae], b_enc [d_sae], W_dec [d_sae, d_in].
+    Only the encoder's forward product is dense; every backward product is sparse.
     """
-    pre = torch.addmm(b_enc, x_centered, W_enc)
-    top_vals, idx = pre.topk(k, dim=-1, sorted=False)
-    vals = torch.relu(top_vals)
+    vals, idx, pre = _SparseTopKEncode.apply(x_centered, W_enc, b_enc, k)
     return TopKOutput(sparse_decode(idx, vals, W_dec), vals, idx, pre)
 
 

@@ -126,12 +126,11 @@ class TrainingSAE(nn.Module):
         if self.arch == "topk":
             autoencode = topk_autoencode if s.sparse else dense_topk_autoencode
             out = autoencode(x_c, sae.W_enc, sae.b_enc, sae.W_dec, sae.cfg.k)
-            recon, pre = out.recon + sae.b_dec, out.pre
+            recon = out.recon + sae.b_dec
             fired = torch.bincount(out.idx[out.vals > 0], minlength=sae.cfg.d_sae) > 0
             l0 = (out.vals > 0).sum() / x.shape[0]
         elif self.arch == "batchtopk":
-            pre = x_c @ sae.W_enc + sae.b_enc
-            recon, fired, l0 = self._batchtopk(pre)
+            recon, fired, l0 = self._batchtopk(x_c @ sae.W_enc + sae.b_enc)
         else:
             pre = x_c @ sae.W_enc + sae.b_enc
             if self.arch == "relu":
@@ -148,7 +147,7 @@ class TrainingSAE(nn.Module):
             fired, l0 = active.any(dim=0), active.sum() / x.shape[0]
         parts = {"mse": (recon - x).pow(2).sum(dim=1).mean(), **parts}
         if self.arch in ("topk", "batchtopk"):
-            parts["aux"] = self._aux_loss(x - recon, pre, dead)
+            parts["aux"] = self._aux_loss(x - recon, x_c, dead)
         loss = sum(parts.values())
         detached = {name: value.detach() for name, value in parts.items()}
         return StepOutput(loss, detached, recon.detach(), fired, l0.detach())
@@ -175,16 +174,21 @@ class TrainingSAE(nn.Module):
         return recon + sae.b_dec, fired, positive.sum() / n_rows
 
     def _aux_loss(
-        self, residual: torch.Tensor, pre: torch.Tensor, dead: torch.Tensor
+        self, residual: torch.Tensor, x_c: torch.Tensor, dead: torch.Tensor
     ) -> torch.Tensor:
-        """AuxK: reconstruct the residual from the k_aux largest dead latents (0 if none dead)."""
-        n_dead = int(dead.sum())
-        if n_dead == 0:
-            return pre.new_zeros(())
-        k_aux = min(self.settings.aux_k, n_dead)
-        masked = pre.masked_fill(~dead, float("-inf"))
-        vals, idx = masked.topk(k_aux, dim=-1, sorted=False)
-        e_hat = sparse_decode(idx, torch.relu(vals), self.sae.W_dec)
+        """AuxK: reconstruct the residual from the k_aux largest dead latents (0 if none dead).
+
+        Only the dead latents' pre-activations are computed: x_c·W_enc[:, D] + b_enc[D].
+        """
+        dead_idx = dead.nonzero().squeeze(1)
+        if dead_idx.numel() == 0:
+            return x_c.new_zeros(())
+        sae = self.sae
+        pre_dead = torch.addmm(sae.b_enc[dead_idx], x_c, sae.W_enc[:, dead_idx])
+        vals, which = pre_dead.topk(
+            min(self.settings.aux_k, dead_idx.numel()), dim=-1, sorted=False
+        )
+        e_hat = sparse_decode(dead_idx[which], torch.relu(vals), sae.W_dec)
         return self.settings.aux_coefficient * (residual.detach() - e_hat).pow(2).sum(dim=1).mean()
 
     @torch.no_grad()
