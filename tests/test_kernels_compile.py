@@ -58,17 +58,16 @@ def compile_all() -> None:
 
     for dtype in DTYPES:
         prec = "ieee" if dtype == "fp32" else "tf32"
-        for mode, (N, S) in enumerate([(1, 8), (64, 64), (4096, 512)]):
+        for jump, (N, S) in [(False, (1, 8)), (True, (64, 64)), (False, (4096, 512))]:
             cfg_delta, cfg_apply = steer.launch_configs(N, S)
             types = _ptr_types(
                 steer._steer_delta_kernel,
                 dtype,
                 delta_ptr="*fp32",
-                tau_ptr="*fp32",
                 v_ptr="*fp32",
                 alpha="fp32",
             )
-            meta = {"MODE": mode, "PRECISION": prec, **cfg_delta}
+            meta = {"JUMP": jump, "PRECISION": prec, **cfg_delta}
             print(_compile(steer._steer_delta_kernel, types, meta), flush=True)
             types = _ptr_types(steer._steer_apply_kernel, dtype, delta_ptr="*fp32")
             meta = {"PRECISION": prec, **cfg_apply}

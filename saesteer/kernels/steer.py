@@ -1,9 +1,7 @@
 """Kernel 1: fused latent steering of the residual stream (Triton), for ReLU/JumpReLU/TopK SAEs.
 
     pre_S = (h − b_dec)·W_enc_S + b_enc_S            [N, s]
-    z_S   = pre_S · 1[pre_S > θ]                     θ [s] (JumpReLU; ReLU: θ = 0), or for TopK
-                                                     z_S = relu(pre_S) · 1[pre_S ≥ τ_n], τ_n = row n's
-                                                     k-th largest pre-activation over all d_sae
+    z_S   = pre_S · 1[pre_S > θ]                     θ [s] (JumpReLU; ReLU: θ = 0)
     δ     = relu(z_S + α·v_S) − z_S                  [N, s], float32
     h'    = h + δ·W_dec_S                            [N, d_model]
 
@@ -16,6 +14,12 @@ h is read twice and written once; the encoder/decoder rows of S are read once pe
 all of δ is known before the second launch starts, writing h' into h (in place) is safe.
 Accumulation is float32; h, weights and h' may be float32, float16 or bfloat16 (16-bit operands go
 to tensor cores as 16-bit, float32 operands use IEEE float32 dots, not TF32).
+
+TopK SAE: z = topk-relu(pre) needs every latent, so `topk.topk_pre` finds each row's k largest
+pre-activations and their latents (no [N, d_sae] written); z_S is read off them (z_i = relu(pre_i)
+if latent S_i is among row n's top k, else 0), δ follows in torch on [N, s], then the apply kernel.
+Taking z_S from the top-k values themselves, not from recomputing pre_S and comparing it with the
+k-th value, keeps the selection exactly the encoder's: no rounding can drop the k-th latent.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import torch
 import triton
 import triton.language as tl
 
-from saesteer.kernels.topk import row_kth_value
+from saesteer.kernels.topk import topk_pre
 
 
 @triton.jit
@@ -32,10 +36,10 @@ def _steer_delta_kernel(
     h_ptr, stride_hn,
     b_dec_ptr,
     w_enc_ptr, stride_we_d, stride_we_s,
-    b_enc_ptr, theta_ptr, tau_ptr, v_ptr,
+    b_enc_ptr, theta_ptr, v_ptr,
     delta_ptr, stride_dn,
     alpha, N, D, S,
-    MODE: tl.constexpr,  # 0: ReLU, 1: JumpReLU (θ per latent), 2: TopK (τ per row)
+    JUMP: tl.constexpr,  # False: ReLU, True: JumpReLU (θ per latent)
     PRECISION: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr,
 ):  # fmt: skip
@@ -61,14 +65,11 @@ def _steer_delta_kernel(
         )
         acc = tl.dot(x.to(w.dtype), w, acc, input_precision=PRECISION)
     pre = acc + tl.load(b_enc_ptr + cols, col_ok, other=0.0).to(tl.float32)[None, :]
-    if MODE == 0:
-        z = tl.maximum(pre, 0.0)
-    elif MODE == 1:
+    if JUMP:
         theta = tl.load(theta_ptr + cols, col_ok, other=0.0).to(tl.float32)
         z = tl.where(pre > theta[None, :], pre, 0.0)
     else:
-        tau = tl.load(tau_ptr + rows, row_ok, other=0.0)
-        z = tl.where(pre >= tau[:, None], tl.maximum(pre, 0.0), 0.0)
+        z = tl.maximum(pre, 0.0)
     v = tl.load(v_ptr + cols, col_ok, other=0.0).to(tl.float32)
     delta = tl.maximum(z + alpha * v[None, :], 0.0) - z
     tl.store(
@@ -121,23 +122,20 @@ def _block(n: int, lo: int, hi: int) -> int:
     return max(lo, min(hi, triton.next_power_of_2(max(n, 1))))
 
 
-def _check_common(h, W_enc_S, W_dec_S, b_dec, v_S, out) -> tuple[int, int, int]:
-    """Shape/stride/dtype contract shared by both entry points; returns (N, d_model, s)."""
+def _check_steer(h, W_dec_S, v_S, out) -> tuple[int, int, int]:
+    """Shape/stride/dtype contract of h, W_dec_S [s, d_model], v_S [s], out; returns (N, d_model, s)."""
     assert h.dim() == 2 and h.stride(1) == 1, "h must be [N, d_model] with unit stride in d_model"
     N, D = h.shape
-    S = W_enc_S.shape[1]
-    assert W_enc_S.shape == (D, S), f"W_enc_S must be [d_model={D}, s], got {tuple(W_enc_S.shape)}"
-    assert W_dec_S.shape == (S, D), (
+    S = v_S.shape[0]
+    assert v_S.dim() == 1 and W_dec_S.shape == (S, D), (
         f"W_dec_S must be [s={S}, d_model={D}], got {tuple(W_dec_S.shape)}"
     )
-    assert b_dec.shape == (D,) and v_S.shape == (S,), "b_dec must be [d_model], v_S [s]"
     assert out.shape == h.shape and out.stride(1) == 1 and out.dtype == h.dtype, (
         "out must be like h"
     )
-    assert W_enc_S.dtype == W_dec_S.dtype, "encoder and decoder columns must share a dtype"
-    for t in (h, W_enc_S, W_dec_S):
+    for t in (h, W_dec_S):
         assert t.dtype in (torch.float32, torch.float16, torch.bfloat16), f"unsupported {t.dtype}"
-    assert all(t.device == h.device for t in (W_enc_S, W_dec_S, b_dec, v_S, out)), "one device"
+    assert all(t.device == h.device for t in (W_dec_S, v_S, out)), "one device"
     return N, D, S
 
 
@@ -159,23 +157,15 @@ def dot_precision(dtype: torch.dtype) -> str:
     return "ieee" if dtype == torch.float32 else "tf32"
 
 
-def _launch(h, W_enc_S, b_enc_S, W_dec_S, b_dec, v_S, alpha, mode, theta, tau, out):
-    N, D, S = _check_common(h, W_enc_S, W_dec_S, b_dec, v_S, out)
-    if N == 0:
-        return out
-    precision = dot_precision(W_enc_S.dtype)
-    delta = torch.empty((N, S), device=h.device, dtype=torch.float32)
-    cfg_delta, cfg_apply = launch_configs(N, S)
-    grid = (triton.cdiv(N, cfg_delta["BLOCK_N"]), triton.cdiv(S, cfg_delta["BLOCK_S"]))
-    _steer_delta_kernel[grid](
-        h, h.stride(0), b_dec, W_enc_S, W_enc_S.stride(0), W_enc_S.stride(1),
-        b_enc_S, theta, tau, v_S, delta, delta.stride(0),
-        float(alpha), N, D, S, MODE=mode, PRECISION=precision, **cfg_delta,
-    )  # fmt: skip
-    grid = (triton.cdiv(N, cfg_apply["BLOCK_N"]), triton.cdiv(D, cfg_apply["BLOCK_D"]))
+def _apply(h: torch.Tensor, delta: torch.Tensor, W_dec_S: torch.Tensor, out: torch.Tensor):
+    """out = h + δ·W_dec_S with δ [N, s] float32 contiguous."""
+    N, D = h.shape
+    S = delta.shape[1]
+    cfg = launch_configs(N, S)[1]
+    grid = (triton.cdiv(N, cfg["BLOCK_N"]), triton.cdiv(D, cfg["BLOCK_D"]))
     _steer_apply_kernel[grid](
         h, h.stride(0), delta, delta.stride(0), W_dec_S, W_dec_S.stride(0), W_dec_S.stride(1),
-        out, out.stride(0), N, D, S, PRECISION=precision, **cfg_apply,
+        out, out.stride(0), N, D, S, PRECISION=dot_precision(W_dec_S.dtype), **cfg,
     )  # fmt: skip
     return out
 
@@ -193,10 +183,24 @@ def latent_steer_triton(
 ) -> torch.Tensor:
     """h' [N, d_model] (into `out`, which may be h itself); ReLU when threshold_S is None, else JumpReLU."""
     out = torch.empty_like(h) if out is None else out
-    assert threshold_S is None or threshold_S.shape == v_S.shape, "threshold_S must be [s]"
-    mode = 0 if threshold_S is None else 1
-    theta = v_S if threshold_S is None else threshold_S  # unread when mode == 0
-    return _launch(h, W_enc_S, b_enc_S, W_dec_S, b_dec, v_S, alpha, mode, theta, v_S, out)
+    N, D, S = _check_steer(h, W_dec_S, v_S, out)
+    assert W_enc_S.shape == (D, S), f"W_enc_S must be [d_model={D}, s], got {tuple(W_enc_S.shape)}"
+    assert W_enc_S.dtype == W_dec_S.dtype, "encoder and decoder columns must share a dtype"
+    assert b_enc_S.shape == (S,) and b_dec.shape == (D,), "b_enc_S must be [s], b_dec [d_model]"
+    assert threshold_S is None or threshold_S.shape == (S,), "threshold_S must be [s]"
+    assert all(t.device == h.device for t in (W_enc_S, b_enc_S, b_dec)), "one device"
+    if N == 0:
+        return out
+    delta = torch.empty((N, S), device=h.device, dtype=torch.float32)
+    cfg = launch_configs(N, S)[0]
+    grid = (triton.cdiv(N, cfg["BLOCK_N"]), triton.cdiv(S, cfg["BLOCK_S"]))
+    _steer_delta_kernel[grid](
+        h, h.stride(0), b_dec, W_enc_S, W_enc_S.stride(0), W_enc_S.stride(1),
+        b_enc_S, v_S if threshold_S is None else threshold_S, v_S, delta, delta.stride(0),
+        float(alpha), N, D, S,
+        JUMP=threshold_S is not None, PRECISION=dot_precision(W_enc_S.dtype), **cfg,
+    )  # fmt: skip
+    return _apply(h, delta, W_dec_S, out)
 
 
 def topk_latent_steer_triton(
@@ -211,10 +215,18 @@ def topk_latent_steer_triton(
     alpha: float,
     out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """h' for a TopK SAE: τ_n = k-th largest pre-activation of row n (no [N, d_sae] written), then
-    the latent steer on S with z_S = relu(pre_S)·1[pre_S ≥ τ_n] (ties at τ_n all count as kept)."""
+    """h' for a TopK SAE (see module docstring); S [s] distinct latent indices, v_S [s]."""
     assert S.dim() == 1 and S.dtype in (torch.int32, torch.int64), "S must be [s] integer indices"
+    assert v_S.shape == S.shape, "v_S must be [s] like S"
     out = torch.empty_like(h) if out is None else out
-    tau = row_kth_value(h, W_enc, b_enc, b_dec, k)
-    W_enc_S, W_dec_S = W_enc.index_select(1, S), W_dec.index_select(0, S)
-    return _launch(h, W_enc_S, b_enc[S], W_dec_S, b_dec, v_S, alpha, 2, v_S, tau, out)
+    W_dec_S = W_dec.index_select(0, S)
+    N, _, s = _check_steer(h, W_dec_S, v_S, out)
+    if N == 0:
+        return out
+    pre, latents = topk_pre(h, W_enc, b_enc, b_dec, k)  # [N, k] float32, [N, k] int64
+    slot = torch.full((W_enc.shape[1],), s, device=h.device, dtype=torch.int64)
+    slot[S] = torch.arange(s, device=h.device)  # latent → its position in S; s: not in S
+    z = torch.zeros((N, s + 1), device=h.device, dtype=torch.float32)
+    z = z.scatter_(1, slot[latents], torch.relu(pre))[:, :s]
+    delta = (torch.relu(z + alpha * v_S.float()) - z).contiguous()
+    return _apply(h, delta, W_dec_S, out)

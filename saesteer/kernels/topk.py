@@ -133,10 +133,3 @@ def topk_pre(
     """(pre [N, k] float32 descending, indices [N, k] int64): each row's k largest pre-activations."""
     keys = topk_candidates(x, W_enc, b_enc, b_dec, k).topk(k, dim=1).values
     return unpack_keys(keys)
-
-
-def row_kth_value(
-    x: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor, b_dec: torch.Tensor, k: int
-) -> torch.Tensor:
-    """τ [N] float32: each row's k-th largest pre-activation."""
-    return topk_pre(x, W_enc, b_enc, b_dec, k)[0][:, k - 1].contiguous()
