@@ -333,6 +333,16 @@ def test_dispatch_rules(monkeypatch):
         K.sparse_decode(cpu, cpu.long(), cpu, cpu[0], backend="triton")
 
 
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_encode_decode_keep_leading_dims(backend):
+    x, We, be, Wd, bd = _topk_inputs(6, 24, 64, torch.float32)
+    values, indices = K.topk_encode(x.view(2, 3, 24), We, be, bd, 5, backend=backend)
+    assert values.shape == indices.shape == (2, 3, 5)
+    x_hat = K.sparse_decode(values, indices, Wd, bd, backend=backend)
+    want = K.sparse_decode(values.view(6, 5), indices.view(6, 5), Wd, bd, backend="torch")
+    torch.testing.assert_close(x_hat, want.view(2, 3, 24), atol=1e-5, rtol=1e-5)
+
+
 def test_shape_contract_is_checked():
     h, We, be, Wd, bd, v, _ = _steer_inputs(3, 16, 4, torch.float32)
     with pytest.raises(AssertionError, match="W_enc_S"):

@@ -201,7 +201,8 @@ def sparse_decode(
 ) -> torch.Tensor:
     """x̂ [..., d] = Σ_j values[..., j]·W_dec[indices[..., j]] + b_dec, never forming [N, d_sae].
 
-    values/indices [..., k], W_dec [d_sae, d], b_dec [d]; differentiable in values, W_dec, b_dec.
+    values/indices [..., k] (indices in [0, d_sae), unchecked: no device sync), W_dec [d_sae, d],
+    b_dec [d]; differentiable in values, W_dec, b_dec.
     Reference: `F.embedding_bag` (fast on CPU); Triton: gather kernels with a sparse backward."""
     k = values.shape[-1]
     v2, i2 = values.reshape(-1, k), indices.reshape(-1, k)

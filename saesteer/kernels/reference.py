@@ -23,6 +23,8 @@ References accumulate in float32 (float64 inputs stay float64) and return h's dt
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -111,7 +113,7 @@ def yapo_dense(
     b_dec: torch.Tensor,
     v: torch.Tensor,
     alpha: float,
-    act,
+    act: Callable[[torch.Tensor], torch.Tensor],
 ) -> torch.Tensor:
     """The unfused YaPO edit: decode(relu(z + α·v)) + (h − decode(z)), z = act(pre), v [d_sae] dense.
 
