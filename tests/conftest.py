@@ -5,10 +5,17 @@ from __future__ import annotations
 import os
 
 import pytest
+import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+# Without a GPU, Triton kernels can only run in its interpreter, and Triton picks interpreter or
+# compiler once, at its first import (transformer_lens imports it): set the switch before that.
+# On a GPU machine the kernels are compiled and tested for real.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 @pytest.fixture(scope="session")
