@@ -1,0 +1,114 @@
+"""Steered generation speed vs plain Hugging Face `generate` (default model, greedy, KV cache).
+
+    plain HF generate  |  HF generate + YaPO code (support-restricted hook)  |  HF + dense vector
+    |  TransformerLens generate + YaPO code        → ms per new token and ratios to plain HF
+
+The YaPO code lives in a random ReLU SAE (576 → 4608) at blocks.15.hook_resid_post with a 32-latent
+support (the edit's cost depends on the support size, not on how the SAE was trained). Requirement:
+steered HF generation within 1.1× of plain HF generation.
+
+    .venv/bin/python benchmarks/generation_speed.py [--new-tokens 64] [--repeats 3] [--skip-tl]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def interleaved_ms_per_token(fns: dict, new_tokens: int, repeats: int) -> dict[str, float]:
+    """Best ms/token of each fn, runs interleaved round-robin so load changes hit all paths alike."""
+    best = {name: float("inf") for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            out = fn()
+            best[name] = min(best[name], time.perf_counter() - start)
+            assert out.shape[1] == new_tokens, out.shape
+    return {name: 1000 * t / new_tokens for name, t in best.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--skip-tl", action="store_true", help="skip the slow TransformerLens run")
+    args = parser.parse_args()
+
+    from saesteer.models import load_hf_model, load_model, load_tokenizer
+    from saesteer.sae import SAE, SAEConfig
+    from saesteer.steer.codes import DenseVector, LatentCode
+    from saesteer.steer.generate import batch_prompt_ids, generate_ids_steered
+
+    torch.manual_seed(0)
+    hook = "blocks.15.hook_resid_post"
+    sae = SAE(
+        SAEConfig(
+            d_in=576, d_sae=4608, arch="relu", hook_name=hook, model_name="smollm2-135m-instruct"
+        )
+    )
+    v = torch.zeros(4608)
+    v[torch.randperm(4608)[:32]] = torch.randn(32)
+    yapo = LatentCode(sae, v, method="yapo")
+    dense = DenseVector(torch.randn(576), hook, "smollm2-135m-instruct", "bipo")
+    tokenizer = load_tokenizer("smollm2-135m-instruct")
+    hf = load_hf_model("smollm2-135m-instruct")
+    ids, mask = batch_prompt_ids(tokenizer, ["Once upon a time, in a small village by the sea,"])
+    n = args.new_tokens
+
+    def plain():
+        with torch.inference_mode():
+            out = hf.generate(
+                ids,
+                attention_mask=mask,
+                max_new_tokens=n,
+                min_new_tokens=n,
+                do_sample=False,
+                temperature=None,
+                top_p=None,
+                top_k=None,
+                pad_token_id=tokenizer.eos_token_id,
+            )
+        return out[:, ids.shape[1] :]
+
+    rows = interleaved_ms_per_token(
+        {
+            "HF generate (plain)": plain,
+            "HF generate + YaPO (32 latents)": lambda: generate_ids_steered(
+                hf, ids, mask, yapo, 4.0, max_new_tokens=n
+            ),
+            "HF generate + dense vector": lambda: generate_ids_steered(
+                hf, ids, mask, dense, 4.0, max_new_tokens=n
+            ),
+        },
+        n,
+        args.repeats,
+    )
+    if not args.skip_tl:
+        model, _ = load_model("smollm2-135m-instruct")
+        rows |= interleaved_ms_per_token(
+            {
+                "TL generate + YaPO (32 latents)": lambda: generate_ids_steered(
+                    model, ids, mask, yapo, 4.0, max_new_tokens=n
+                )
+            },
+            n,
+            1,
+        )
+    base = rows["HF generate (plain)"]
+    print(
+        f"default model, greedy, {n} new tokens, KV cache, {torch.get_num_threads()} threads, "
+        f"best of {args.repeats} (TL: 1 run)"
+    )
+    print(f"{'path':36s} {'ms/token':>9s} {'× plain HF':>11s}")
+    for name, ms in rows.items():
+        print(f"{name:36s} {ms:9.1f} {ms / base:11.2f}")
+
+
+if __name__ == "__main__":
+    main()
