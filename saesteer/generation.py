@@ -1,4 +1,8 @@
-"""Text generation with a HookedTransformer: prompt formatting (plain or chat) and decoding."""
+"""Prompt formatting shared by every generating command: plain text or one chat turn → token ids.
+
+Decoding itself (plain or steered, TransformerLens or Hugging Face, batched, with or without the KV
+cache) lives in `saesteer.steer.generate`; `generate_text` is its one-prompt convenience form.
+"""
 
 from __future__ import annotations
 
@@ -24,35 +28,13 @@ def prompt_token_ids(
     return torch.tensor([ids], dtype=torch.long)
 
 
-@torch.inference_mode()
-def generate_ids(
-    model: Any,
-    input_ids: torch.Tensor,
-    max_new_tokens: int = 48,
-    temperature: float = 0.0,
-    seed: int = 0,
-    use_past_kv_cache: bool = True,
-    stop_at_eos: bool = True,
-) -> torch.Tensor:
-    """Continue `input_ids` [batch, n_prompt] with TransformerLens `generate`; returns new tokens only."""
-    torch.manual_seed(seed)
-    eos = model.tokenizer.eos_token_id if model.tokenizer is not None else None
-    out = model.generate(
-        input_ids.to(model.cfg.device),
-        max_new_tokens=max_new_tokens,
-        do_sample=temperature > 0,
-        temperature=max(temperature, 1e-5),
-        use_past_kv_cache=use_past_kv_cache,
-        stop_at_eos=stop_at_eos and eos is not None,
-        eos_token_id=eos,
-        verbose=False,
-    )
-    return out[:, input_ids.shape[1] :]
-
-
 def generate_text(
     model: Any, tokenizer: Any, prompt: str, chat: bool = False, **kwargs: Any
 ) -> str:
-    """Generate a continuation (or chat reply) of `prompt` and return only the new text."""
-    new_ids = generate_ids(model, prompt_token_ids(tokenizer, prompt, chat=chat), **kwargs)
-    return tokenizer.decode(new_ids[0], skip_special_tokens=True).strip()
+    """Generate a continuation (or chat reply) of `prompt`, unsteered; returns only the new text.
+
+    kwargs: max_new_tokens, temperature, seed, use_cache (see `generate_ids_steered`).
+    """
+    from saesteer.steer.generate import generate_steered
+
+    return generate_steered(model, tokenizer, [prompt], chat=chat, **kwargs)[0]

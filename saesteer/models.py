@@ -169,7 +169,7 @@ def default_model_dir() -> Path:
         )
         start = time.time()
         model = AutoModelForCausalLM.from_pretrained(
-            gguf.parent, gguf_file=gguf.name, torch_dtype=torch.float32
+            gguf.parent, gguf_file=gguf.name, dtype=torch.float32
         )
         # The GGUF loader tags the model as quantized; the weights are already dequantised.
         if hasattr(model.config, "quantization_config"):
@@ -205,7 +205,7 @@ def load_hf_model(
 
     name = MODEL_ALIASES.get(name, name)
     folder = default_model_dir() if name == DEFAULT_MODEL else Path(name)
-    model = AutoModelForCausalLM.from_pretrained(folder, torch_dtype=resolve_dtype(dtype))
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=resolve_dtype(dtype))
     return model.to(device).eval()
 
 
@@ -219,7 +219,7 @@ def _load_local_folder(folder: Path, device: str, dtype: torch.dtype, n_layers: 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    hf_model = AutoModelForCausalLM.from_pretrained(folder, torch_dtype=dtype)
+    hf_model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
     cfg = get_pretrained_model_config(
         str(folder), fold_ln=False, device=device, dtype=dtype, first_n_layers=n_layers
     )

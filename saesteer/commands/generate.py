@@ -1,17 +1,22 @@
-"""`saesteer generate`: greedy or sampled text from a model, optionally as a chat turn."""
+"""`saesteer generate`: text from a model, optionally as a chat reply and steered by a code."""
 
 from __future__ import annotations
 
 import argparse
 
-HELP = "Generate text from a model (the default model unless --model), optionally as a chat reply."
+HELP = "Generate text (optionally a chat reply, optionally steered with --steer DIR --alpha A)."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from saesteer.steer.options import add_steering_arguments
+
+    parser.add_argument("--model", default="smollm2-135m-instruct", help="model name or folder")
     parser.add_argument(
-        "--model", default="smollm2-135m-instruct", help="model name or local folder"
+        "--prompt",
+        required=True,
+        action="append",
+        help="the prompt (or the user's chat message); repeat for a batch",
     )
-    parser.add_argument("--prompt", required=True, help="the prompt (or the user's chat message)")
     parser.add_argument("--chat", action="store_true", help="wrap the prompt in the chat template")
     parser.add_argument(
         "--max-new-tokens", type=int, default=48, help="tokens to generate (default 48)"
@@ -19,21 +24,53 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument(
+        "--backend",
+        choices=["auto", "hf", "transformer_lens"],
+        default="auto",
+        help="auto: the Hugging Face model on the same weights where there is one (≈4× faster "
+        "on CPU than TransformerLens generate), else TransformerLens",
+    )
+    add_steering_arguments(parser)
+
+
+def load_generation_model(name: str, backend: str, device: str):
+    """(model, tokenizer): HF for the default model and local folders unless told otherwise."""
+    from pathlib import Path
+
+    from saesteer.models import (
+        DEFAULT_MODEL,
+        MODEL_ALIASES,
+        load_hf_model,
+        load_model,
+        load_tokenizer,
+    )
+
+    name = MODEL_ALIASES.get(name, name)
+    has_hf = name == DEFAULT_MODEL or (Path(name) / "config.json").is_file()
+    if backend == "hf" or (backend == "auto" and has_hf):
+        if not has_hf:
+            raise ValueError(
+                f"--backend hf needs the default model or a local HF folder, not {name!r}."
+            )
+        return load_hf_model(name, device=device), load_tokenizer(name)
+    return load_model(name, device=device)
 
 
 def run(args: argparse.Namespace) -> int:
-    from saesteer.generation import generate_text
-    from saesteer.models import load_model
+    from saesteer.steer.generate import apply_steering_from_args, generate_steered
 
-    model, tokenizer = load_model(args.model, device=args.device)
-    text = generate_text(
-        model,
-        tokenizer,
-        args.prompt,
-        chat=args.chat,
-        max_new_tokens=args.max_new_tokens,
-        temperature=args.temperature,
-        seed=args.seed,
-    )
-    print(text)
+    model, tokenizer = load_generation_model(args.model, args.backend, args.device)
+    with apply_steering_from_args(model, args):
+        texts = generate_steered(
+            model,
+            tokenizer,
+            args.prompt,
+            chat=args.chat,
+            max_new_tokens=args.max_new_tokens,
+            temperature=args.temperature,
+            seed=args.seed,
+        )
+    for prompt, text in zip(args.prompt, texts, strict=True):
+        print(text if len(args.prompt) == 1 else f"### {prompt}\n{text}\n")
     return 0

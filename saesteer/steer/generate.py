@@ -16,8 +16,9 @@ from typing import Any
 
 import torch
 
+from saesteer.generation import prompt_token_ids
 from saesteer.steer.codes import SteeringCode
-from saesteer.steer.hooks import POSITIONS, is_hooked_transformer, steer
+from saesteer.steer.hooks import is_hooked_transformer, steer
 
 
 def batch_prompt_ids(
@@ -26,20 +27,7 @@ def batch_prompt_ids(
     """Left-padded (input_ids [batch, T], attention_mask [batch, T]) of `prompts`."""
     if not prompts:
         raise ValueError("Give at least one prompt.")
-    rows = []
-    for prompt in prompts:
-        if chat:
-            messages = ([{"role": "system", "content": system}] if system else []) + [
-                {"role": "user", "content": prompt}
-            ]
-            text = tokenizer.apply_chat_template(
-                messages, tokenize=False, add_generation_prompt=True
-            )
-            rows.append(tokenizer(text, add_special_tokens=False).input_ids)
-        else:
-            rows.append(tokenizer(prompt).input_ids)
-    if not all(rows):
-        raise ValueError("A prompt is empty after tokenization; give at least one token of text.")
+    rows = [prompt_token_ids(tokenizer, p, chat=chat, system=system)[0].tolist() for p in prompts]
     width = max(len(r) for r in rows)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     ids = torch.full((len(rows), width), pad, dtype=torch.long)
@@ -127,31 +115,6 @@ def generate_steered(
 
 
 # --------------------------------------------------------------------------- CLI options
-
-
-def add_steering_arguments(parser: argparse.ArgumentParser) -> None:
-    """`--steer DIR`, `--alpha A`, `--steer-positions`, `--sae DIR` for a command that generates."""
-    group = parser.add_argument_group("steering")
-    group.add_argument(
-        "--steer", metavar="DIR", help="steering-code folder from `saesteer train-steer`"
-    )
-    group.add_argument(
-        "--alpha",
-        type=float,
-        default=1.0,
-        help="steering strength (sign = direction; 0 = off; default 1.0)",
-    )
-    group.add_argument(
-        "--steer-positions",
-        choices=POSITIONS,
-        default="all",
-        help="which positions to steer (default all)",
-    )
-    group.add_argument(
-        "--sae",
-        metavar="DIR",
-        help="the code's SAE folder (needed for TopK SAEs; checked against the code)",
-    )
 
 
 @contextlib.contextmanager

@@ -25,8 +25,7 @@ import torch
 
 from saesteer.steer.codes import SteeringCode, parse_hook_name
 from saesteer.steer.io import check_model
-
-POSITIONS = ("all", "prompt", "generated")
+from saesteer.steer.options import POSITIONS
 
 
 class PositionTracker:
