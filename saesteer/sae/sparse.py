@@ -35,25 +35,35 @@ class TopKOutput(NamedTuple):
     pre: torch.Tensor  # pre-activations: [B, d_sae] (no gradient on the sparse path)
 
 
-def scatter_rows(
-    idx: torch.Tensor, weights: torch.Tensor, x: torch.Tensor, n_rows: int
-) -> torch.Tensor:
-    """out[j] = Σ_{b,i: idx[b,i] = j} weights[b,i]·x[b]: idx, weights [B, k], x [B, d] → [n_rows, d].
+class RowLayout(NamedTuple):
+    """idx [B, k] regrouped by latent: a CSR pattern of the [d_sae, B] matrix with entries at idx."""
 
-    A CSR matrix [n_rows, B] times x. (embedding_bag's own weight gradient sorts the indices with a
-    parallel sort that is ~20× slower on a busy multi-threaded CPU.)
-    """
+    order: torch.Tensor  # flat positions b·k + i sorted by idx (stable): [B·k]
+    crow: torch.Tensor  # row pointers: [d_sae + 1]
+    cols: torch.Tensor  # the token b of each sorted entry: [B·k]
+
+
+def row_layout(idx: torch.Tensor, n_rows: int) -> RowLayout:
+    """The CSR pattern of idx [B, k] (one stable int32 sort: int64 sorts are 2-10× slower on CPU)."""
     flat = idx.reshape(-1)
-    order = torch.sort(flat, stable=True).indices  # the unstable parallel sort is ~30× slower
-    crow = torch.zeros(n_rows + 1, dtype=torch.int64, device=x.device)
+    order = torch.sort(flat.int(), stable=True).indices
+    crow = torch.zeros(n_rows + 1, dtype=torch.int64, device=idx.device)
     crow[1:] = torch.cumsum(torch.bincount(flat, minlength=n_rows), 0)
-    cols = torch.arange(idx.shape[0], device=x.device).repeat_interleave(idx.shape[1])[order]
+    cols = torch.arange(idx.shape[0], device=idx.device).repeat_interleave(idx.shape[1])[order]
+    return RowLayout(order, crow, cols)
+
+
+def scatter_rows(layout: RowLayout, weights: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """out[j] = Σ_{b,i: idx[b,i] = j} weights[b,i]·x[b]: weights [B, k], x [B, d] → [d_sae, d].
+
+    A CSR matrix [d_sae, B] times x. (embedding_bag's own weight gradient sorts int64 indices with
+    a parallel sort that is up to ~20× slower on a busy multi-threaded CPU.)
+    """
+    shape = (layout.crow.shape[0] - 1, x.shape[0])
+    values = weights.reshape(-1)[layout.order]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
-        matrix = torch.sparse_csr_tensor(
-            crow, cols, weights.reshape(-1)[order], (n_rows, idx.shape[0])
-        )
-        return matrix @ x
+        return torch.sparse_csr_tensor(layout.crow, layout.cols, values, shape) @ x
 
 
 def _bag_weight_grad(
@@ -70,23 +80,29 @@ class _SparseDecode(torch.autograd.Function):
     """Σ_i vals[b,i]·W_dec[idx[b,i]], with ∂/∂vals = ⟨g_b, W_dec[idx]⟩ and ∂/∂W_dec = scatter_rows."""
 
     @staticmethod
-    def forward(ctx, idx, vals, W_dec):
-        ctx.save_for_backward(idx, vals, W_dec)
+    def forward(ctx, idx, vals, W_dec, *layout):
+        ctx.save_for_backward(idx, vals, W_dec, *layout)
         return F.embedding_bag(idx, W_dec, per_sample_weights=vals, mode="sum")
 
     @staticmethod
     def backward(ctx, grad_out):
-        idx, vals, W_dec = ctx.saved_tensors
+        idx, vals, W_dec, *layout = ctx.saved_tensors
         grad_vals = _bag_weight_grad(idx, W_dec, grad_out) if ctx.needs_input_grad[1] else None
         grad_W = (
-            scatter_rows(idx, vals, grad_out, W_dec.shape[0]) if ctx.needs_input_grad[2] else None
+            scatter_rows(RowLayout(*layout), vals, grad_out) if ctx.needs_input_grad[2] else None
         )
-        return None, grad_vals, grad_W
+        return None, grad_vals, grad_W, None, None, None
 
 
-def sparse_decode(idx: torch.Tensor, vals: torch.Tensor, W_dec: torch.Tensor) -> torch.Tensor:
-    """Σ_i vals[b, i]·W_dec[idx[b, i]]: idx, vals [B, k], W_dec [d_sae, d_in] → [B, d_in]."""
-    return _SparseDecode.apply(idx, vals, W_dec)
+def sparse_decode(
+    idx: torch.Tensor, vals: torch.Tensor, W_dec: torch.Tensor, layout: RowLayout | None = None
+) -> torch.Tensor:
+    """Σ_i vals[b, i]·W_dec[idx[b, i]]: idx, vals [B, k], W_dec [d_sae, d_in] → [B, d_in].
+
+    layout: `row_layout(idx, d_sae)` when the caller already has it (saves a sort).
+    """
+    layout = layout or row_layout(idx, W_dec.shape[0])
+    return _SparseDecode.apply(idx, vals, W_dec, *layout)
 
 
 def ragged_decode(
@@ -112,9 +128,9 @@ class _SparseTopKEncode(torch.autograd.Function):
     With g = ∂L/∂vals · 1[vals > 0] ([B, k], nonzero only at the chosen latents):
         ∂L/∂b_enc[j]    = Σ_{b,i: idx[b,i]=j} g[b,i]
         ∂L/∂x_c[b]      = Σ_i g[b,i] · W_enc[:, idx[b,i]]             (embedding_bag on W_encᵀ)
-        ∂L/∂W_enc[:, j] = Σ_{b,i: idx[b,i]=j} g[b,i] · x_c[b]          (embedding_bag's weight grad)
+        ∂L/∂W_enc[:, j] = Σ_{b,i: idx[b,i]=j} g[b,i] · x_c[b]          (`scatter_rows`)
     O(B·k·d_in) instead of the two dense [B, d_sae] × [d_sae, d_in] products. `pre` is returned
-    without gradient (for statistics only).
+    without gradient (for statistics only), then the `RowLayout` of idx (shared with the decode).
     """
 
     @staticmethod
@@ -122,18 +138,19 @@ class _SparseTopKEncode(torch.autograd.Function):
         pre = torch.addmm(b_enc, x_c, W_enc)
         top, idx = pre.topk(k, dim=-1, sorted=False)
         vals = torch.relu(top)
-        ctx.save_for_backward(x_c, W_enc, vals, idx)
-        ctx.mark_non_differentiable(idx, pre)
-        return vals, idx, pre
+        layout = row_layout(idx, W_enc.shape[1])
+        ctx.save_for_backward(x_c, W_enc, vals, idx, *layout)
+        ctx.mark_non_differentiable(idx, pre, *layout)
+        return vals, idx, pre, *layout
 
     @staticmethod
-    def backward(ctx, grad_vals, _grad_idx, _grad_pre):
-        x_c, W_enc, vals, idx = ctx.saved_tensors
+    def backward(ctx, grad_vals, *_non_differentiable):
+        x_c, W_enc, vals, idx, *layout = ctx.saved_tensors
         g = grad_vals * (vals > 0)
         grad_b = torch.zeros(W_enc.shape[1], dtype=g.dtype, device=g.device)
         grad_b.index_add_(0, idx.reshape(-1), g.reshape(-1))
         grad_x = F.embedding_bag(idx, W_enc.t().contiguous(), per_sample_weights=g, mode="sum")
-        grad_rows = scatter_rows(idx, g, x_c, W_enc.shape[1])
+        grad_rows = scatter_rows(RowLayout(*layout), g, x_c)
         return grad_x, grad_rows.t(), grad_b, None
 
 
@@ -145,8 +162,8 @@ def sparse_topk_autoencode(
     x_centered: [B, d_in] (x − b_dec), W_enc [d_in, d_sae], b_enc [d_sae], W_dec [d_sae, d_in].
     Only the encoder's forward product is dense; every backward product is sparse.
     """
-    vals, idx, pre = _SparseTopKEncode.apply(x_centered, W_enc, b_enc, k)
-    return TopKOutput(sparse_decode(idx, vals, W_dec), vals, idx, pre)
+    vals, idx, pre, *layout = _SparseTopKEncode.apply(x_centered, W_enc, b_enc, k)
+    return TopKOutput(sparse_decode(idx, vals, W_dec, RowLayout(*layout)), vals, idx, pre)
 
 
 def dense_topk_autoencode(
