@@ -80,7 +80,7 @@ class ChunkedSource:
                 f"Not one batch of {batch_size} rows fits in the data ({self.describe()}); "
                 "lower --batch-size or provide more tokens."
             )
-        index, epoch = start, 0
+        index = start
         while True:
             c, offset = self._locate(index, per_chunk)
             epoch = index // sum(per_chunk)

@@ -24,7 +24,12 @@ import torch
 import torch.distributed as dist
 
 from saesteer.config import config_to_dict
-from saesteer.sae.checkpoint import checkpoint_files, load_latest_checkpoint, save_checkpoint
+from saesteer.sae.checkpoint import (
+    checkpoint_files,
+    load_latest_checkpoint,
+    save_checkpoint,
+    set_rng_state,
+)
 from saesteer.sae.configs import TrainSAEConfig
 from saesteer.sae.data import ActivationSource, build_source, check_finite
 from saesteer.sae.init import init_b_dec, input_scale
@@ -156,8 +161,6 @@ def train_sae(
         scheduler.load_state_dict(state["scheduler"])
         step, scale = state["step"], state["trainer"]["scale"]
         since_fired.copy_(state["trainer"]["since_fired"])
-        from saesteer.sae.checkpoint import set_rng_state
-
         set_rng_state(state["rng"])
     else:
         scale = input_scale(sample) if cfg.normalize else 1.0
