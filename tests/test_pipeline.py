@@ -17,6 +17,7 @@ TINY = dict(
     sae_batch=512,
     n_top=4,
     steer_epochs=1,
+    steer_pairs=8,
     alphas=[4.0],
     n_prompts=2,
     max_new_tokens=5,
