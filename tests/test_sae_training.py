@@ -151,3 +151,49 @@ def test_in_process_resume_equals_uninterrupted(tmp_path: Path) -> None:
     resumed = train_sae(cfg, source=source)
     for name, value in full.sae.state_dict().items():
         assert torch.equal(value, resumed.sae.state_dict()[name]), name
+
+
+def test_train_sae_command_from_cache_and_on_the_fly(cache: Path, tmp_path: Path, capsys) -> None:
+    """`saesteer train-sae` with --cache, then with --model (corpus tokens, no disk cache)."""
+    import json
+
+    from saesteer.cli import main
+
+    common = [
+        "--k",
+        "8",
+        "--d-sae",
+        "128",
+        "--batch-size",
+        "256",
+        "--tokens",
+        "2560",
+        "--no-progress",
+        "--init-tokens",
+        "256",
+    ]
+    assert main(["train-sae", "--cache", str(cache), "--out", str(tmp_path / "c"), *common]) == 0
+    meta = json.loads((tmp_path / "c" / "saesteer.json").read_text())
+    assert meta["hook_name"] == HOOK and meta["inputs"]["kind"] == "cache"
+    assert meta["training"]["steps"] == 10 and len(meta["checksum"]) == 64
+    assert (tmp_path / "c" / "sparsity.safetensors").exists()
+    assert (
+        main(
+            [
+                "train-sae",
+                "--model",
+                "tiny-test",
+                "--hook",
+                HOOK,
+                "--context-len",
+                "32",
+                "--out",
+                str(tmp_path / "m"),
+                *common,
+            ]
+        )
+        == 0
+    )
+    meta = json.loads((tmp_path / "m" / "saesteer.json").read_text())
+    assert meta["model_name"] == "tiny-test" and meta["inputs"]["kind"] == "model"
+    assert '"explained_variance"' in capsys.readouterr().out

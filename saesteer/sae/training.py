@@ -34,10 +34,10 @@ from saesteer.sae.sparse import dense_topk_autoencode, ragged_decode, sparse_dec
 class LossSettings:
     """Coefficients of the training objective (see module docstring)."""
 
-    l1_coefficient: float = 5.0
+    l1_coefficient: float = 1.0
     l0_coefficient: float = 1.0
     jumprelu_bandwidth: float = 0.05
-    jumprelu_init_threshold: float = 0.01
+    jumprelu_init_threshold: float = 0.1
     aux_coefficient: float = 1 / 32
     aux_k: int = 256
     threshold_lr: float = 0.01
