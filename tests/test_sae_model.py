@@ -114,3 +114,22 @@ def test_checksum_is_stable_and_sensitive() -> None:
     with torch.no_grad():
         b.W_enc[0, 0] += 1e-6
     assert sae_checksum(a) != sae_checksum(b)
+
+
+def test_auxk_trains_only_through_dead_latents() -> None:
+    """Latents outside every row's TopK get encoder gradient only from the AuxK loss."""
+    x = sparse_data(n=64, d=16)
+    sae = _sae("topk", k=2)
+    with torch.no_grad():
+        chosen = sae.pre_acts(x).topk(2, dim=-1).indices.unique()
+    dead = torch.ones(48, dtype=torch.bool)
+    dead[chosen] = False
+    grads = {}
+    for coefficient in (0.0, 1.0):
+        sae.zero_grad()
+        out = TrainingSAE(sae, LossSettings(aux_coefficient=coefficient, aux_k=4))(x, dead)
+        out.loss.backward()
+        grads[coefficient] = sae.W_enc.grad[:, dead].abs().sum()
+        if coefficient:
+            assert float(out.parts["aux"]) > 0
+    assert float(grads[0.0]) == 0 and float(grads[1.0]) > 0

@@ -38,19 +38,26 @@ class TopKOutput(NamedTuple):
 class RowLayout(NamedTuple):
     """idx [B, k] regrouped by latent: a CSR pattern of the [d_sae, B] matrix with entries at idx."""
 
-    order: torch.Tensor  # flat positions b·k + i sorted by idx (stable): [B·k]
+    order: torch.Tensor  # entry positions sorted by latent (stable): [E] (E = B·k for TopK)
     crow: torch.Tensor  # row pointers: [d_sae + 1]
-    cols: torch.Tensor  # the token b of each sorted entry: [B·k]
+    cols: torch.Tensor  # the token b of each sorted entry: [E]
+
+
+def latent_layout(latents: torch.Tensor, tokens: torch.Tensor, n_latents: int) -> RowLayout:
+    """CSR pattern of entries (latent, token), latents/tokens [E], regrouped by latent.
+
+    One stable int32 sort (torch's int64 sorts are 2-10× slower on a busy multi-threaded CPU).
+    """
+    order = torch.sort(latents.int(), stable=True).indices
+    crow = torch.zeros(n_latents + 1, dtype=torch.int64, device=latents.device)
+    crow[1:] = torch.cumsum(torch.bincount(latents, minlength=n_latents), 0)
+    return RowLayout(order, crow, tokens[order])
 
 
 def row_layout(idx: torch.Tensor, n_rows: int) -> RowLayout:
-    """The CSR pattern of idx [B, k] (one stable int32 sort: int64 sorts are 2-10× slower on CPU)."""
-    flat = idx.reshape(-1)
-    order = torch.sort(flat.int(), stable=True).indices
-    crow = torch.zeros(n_rows + 1, dtype=torch.int64, device=idx.device)
-    crow[1:] = torch.cumsum(torch.bincount(flat, minlength=n_rows), 0)
-    cols = torch.arange(idx.shape[0], device=idx.device).repeat_interleave(idx.shape[1])[order]
-    return RowLayout(order, crow, cols)
+    """The CSR pattern of idx [B, k] (entry b·k + i belongs to token b)."""
+    tokens = torch.arange(idx.shape[0], device=idx.device).repeat_interleave(idx.shape[1])
+    return latent_layout(idx.reshape(-1), tokens, n_rows)
 
 
 def scatter_rows(layout: RowLayout, weights: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -67,12 +74,16 @@ def scatter_rows(layout: RowLayout, weights: torch.Tensor, x: torch.Tensor) -> t
 
 
 def _bag_weight_grad(
-    idx: torch.Tensor, table: torch.Tensor, grad_out: torch.Tensor
+    idx: torch.Tensor,
+    table: torch.Tensor,
+    grad_out: torch.Tensor,
+    offsets: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """∂/∂w[b,i] of Σ_i w[b,i]·table[idx[b,i]] against grad_out [B, d]: ⟨grad_out[b], table[idx[b,i]]⟩."""
+    """∂/∂w[e] of Σ_e w[e]·table[idx[e]] (bags by row or `offsets`) against grad_out [B, d]:
+    ⟨grad_out[bag of e], table[idx[e]]⟩."""
     with torch.enable_grad():
         w = torch.ones(idx.shape, dtype=table.dtype, device=table.device, requires_grad=True)
-        bag = F.embedding_bag(idx, table.detach(), per_sample_weights=w, mode="sum")
+        bag = F.embedding_bag(idx, table.detach(), offsets, per_sample_weights=w, mode="sum")
         return torch.autograd.grad(bag, w, grad_outputs=grad_out)[0]
 
 
@@ -105,21 +116,32 @@ def sparse_decode(
     return _SparseDecode.apply(idx, vals, W_dec, *layout)
 
 
+class _RaggedDecode(torch.autograd.Function):
+    """Per row b: Σ over its entries e of vals[e]·W_dec[cols[e]] (entries sorted by row, `offsets`)."""
+
+    @staticmethod
+    def forward(ctx, cols, offsets, vals, W_dec, *layout):
+        ctx.save_for_backward(cols, offsets, vals, W_dec, *layout)
+        return F.embedding_bag(cols, W_dec, offsets, per_sample_weights=vals, mode="sum")
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        cols, offsets, vals, W_dec, *layout = ctx.saved_tensors
+        grad_vals = _bag_weight_grad(cols, W_dec, grad_out, offsets)
+        grad_W = scatter_rows(RowLayout(*layout), vals, grad_out)
+        return None, None, grad_vals, grad_W, None, None, None
+
+
 def ragged_decode(
     rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, n_rows: int, W_dec: torch.Tensor
 ) -> torch.Tensor:
-    """Σ over triples with rows == b of vals·W_dec[cols] → [n_rows, d_in] (rows need not be sorted)."""
-    order = torch.argsort(rows, stable=True)
+    """Σ over triples with rows == b of vals·W_dec[cols] → [n_rows, d_in] (any order of triples)."""
+    order = torch.sort(rows.int(), stable=True).indices
+    rows, cols, vals = rows[order], cols[order], vals[order]
     counts = torch.bincount(rows, minlength=n_rows)
     offsets = torch.cumsum(counts, 0) - counts
-    return F.embedding_bag(
-        cols[order],
-        W_dec,
-        offsets,
-        per_sample_weights=vals[order],
-        mode="sum",
-        include_last_offset=False,
-    )
+    layout = latent_layout(cols, rows, W_dec.shape[0])
+    return _RaggedDecode.apply(cols, offsets, vals, W_dec, *layout)
 
 
 class _SparseTopKEncode(torch.autograd.Function):
