@@ -19,8 +19,8 @@ from typing import Any
 import torch
 
 import saesteer.kernels as kernels
+from saesteer.sae.io import sae_checksum
 from saesteer.steer.latent import latent_clamp
-from saesteer.steer.sae_ref import sae_checksum
 
 HOOK_PATTERN = re.compile(r"^blocks\.(\d+)\.hook_resid_(pre|post)$")
 SUPPORT_RESTRICTED_ARCHS = ("relu", "jumprelu", "batchtopk")

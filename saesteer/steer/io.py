@@ -23,8 +23,8 @@ from typing import Any
 from safetensors.torch import load_file, save
 
 from saesteer.paths import atomic_write_bytes
+from saesteer.sae.io import sae_checksum
 from saesteer.steer.codes import DenseVector, LatentCode, SteeringCode, parse_hook_name
-from saesteer.steer.sae_ref import sae_checksum
 
 FORMAT = "saesteer-steering-code/1"
 WEIGHTS_FILE = "code.safetensors"
