@@ -115,3 +115,17 @@ def test_code_for_another_sae_layer_or_model_is_refused(tmp_path, tiny_model):
         DenseVector(torch.randn(64), "blocks.0.attn.hook_z", "tiny-test", "bipo")
     with pytest.raises(FileNotFoundError, match="not a steering-code folder"):
         load_code(tmp_path)
+
+
+def test_topk_latent_outside_the_tokens_top_k_still_adds_its_decoder_row():
+    """z_i = 0 off the token's top-k, so relu(z_i + α·v_i) − z_i = α·v_i: the k-th value never clips."""
+    sae = make_sae("topk")
+    h = torch.randn(5, 64)
+    with torch.no_grad():
+        z = sae.encode(h)
+    off = int((z == 0).all(0).nonzero()[0])  # a latent in no token's top-k
+    v = torch.zeros(256)
+    v[off] = 3.0
+    code = LatentCode(sae, v, method="yapo")
+    expected = h + 2.0 * 3.0 * sae.W_dec[off].detach()
+    torch.testing.assert_close(code.apply(h, 2.0), expected, atol=1e-5, rtol=1e-5)

@@ -123,3 +123,38 @@ def test_non_finite_loss_stops_with_a_clear_error(tiny_model):
     with pytest.raises(FloatingPointError, match="lower --lr"):
         fit_steering(model, tokenizer, synthetic_pairs(8, 0), config)
     assert all(p.requires_grad for p in model.parameters())  # the model is handed back as it was
+
+
+def test_learning_rate_is_in_activation_units_and_effect_size_is_recorded(tiny_model):
+    """AdamW runs with lr·c (c: a typical active latent for yapo, ‖h‖/√d for bipo), so the code can
+    grow to the activations' scale; the edit's size ‖Δh‖ (and ‖Δh‖/‖h‖) at α = 1 is recorded."""
+    import math
+
+    import torch
+
+    from saesteer.steer.batching import tokenize_pairs
+    from saesteer.steer.train import _cache_split
+
+    model, tokenizer = tiny_model
+    train, val = synthetic_pairs(8, 0), synthetic_pairs(4, 1)
+    sae = make_sae("relu")
+    split = _cache_split(model, tokenize_pairs(tokenizer, train), 1, "cpu")
+    h = split.resid[split.tokens.target_mask > 0]
+    z = sae.encode(h).detach()
+    expected = {"yapo": z[z > 0].mean().item(), "bipo": (h.norm(dim=-1) / math.sqrt(64)).mean()}
+    for method in ("yapo", "bipo"):
+        config = TrainSteerConfig(pairs="x", method=method, epochs=1, lr=0.1, progress=False)
+        code = fit_steering(model, tokenizer, train, config, sae=sae, val_pairs=val).code
+        meta = code.meta
+        assert meta["activation_scale"] == pytest.approx(float(expected[method]), rel=1e-4)
+        assert meta["effect_norm"] > 0
+        vh = _cache_split(model, tokenize_pairs(tokenizer, val), 1, "cpu")
+        hv = vh.resid[vh.tokens.target_mask > 0]
+        assert meta["effect_ratio"] == pytest.approx(
+            meta["effect_norm"] / hv.norm(dim=-1).mean().item(), rel=1e-4
+        )
+        values = code.values if method == "yapo" else code.vector
+        # 2 AdamW steps move a coordinate by at most ≈ lr·c each (cosine: full, then half)
+        assert 0.4 * 0.1 * meta["activation_scale"] <= values.abs().max()
+        assert values.abs().max() <= 1.6 * 0.1 * meta["activation_scale"]
+        assert torch.isfinite(values).all()

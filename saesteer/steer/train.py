@@ -8,8 +8,22 @@ Objective (YaPO and BiPO), per pair (x, y_w, y_l) and a direction d ∈ {+1, −
 π_{d·v} runs the model with the code applied at α = d on every position:
     BiPO  h' = h + d · v                                          v [d_model], starts at 0
     YaPO  h' = h + (relu(z + d · v) − z) · W_dec,  z = encode(h)   v [d_sae],   starts at 0
-YaPO's L1 term is a proximal step: after each AdamW step, v ← sign(v) · max(|v| − lr·λ, 0), which
+YaPO's L1 term is a proximal step: after each AdamW step, v ← sign(v) · max(|v| − c·lr·λ, 0), which
 gives exact zeros; an optional cap keeps only the `top_k` largest |v_i|. The loss shown adds λ‖v‖₁.
+
+Step size in activation units. AdamW moves each coordinate of v by about its learning rate per step,
+whatever the gradient's scale, so with a raw lr the code can never grow past lr × steps. Activations
+are not O(1): on SmolLM2-135M at blocks.15.hook_resid_post an active TopK latent is ≈ 10 and
+‖h‖ ≈ 170, so a raw lr of 0.03 over 30 steps gave v_i ≤ 0.38 and ‖Δh‖ ≈ 1.3 at α = 1 (< 1 % of ‖h‖):
+preference accuracy 1.0 but generations unchanged. So `lr` is relative to the scale c of what v
+edits, measured on the training completions before training:
+
+    YaPO  c = mean of the non-zero latents z_i > 0                 (a typical active latent)
+    BiPO  c = ‖h‖ / √d_model, averaged over tokens                   (a typical residual coordinate)
+    AdamW runs with lr·c (cosine decay), weight decay unchanged; the L1 threshold is c·lr_t·λ.
+
+This is the same optimisation as AdamW on u = v / c with learning rate lr (Adam is invariant to the
+gradient's scale), so `lr` and `λ` mean the same on any model, layer or SAE normalisation.
 
 Mean-difference (CAA): v = mean over pairs of [mean_t h_w(t) − mean_t h_l(t)] over completion tokens.
 
@@ -109,11 +123,32 @@ def preference_accuracy(model, split: _CachedSplit, layer: int, apply) -> float:
     return (preference_margins(logp, split.logp_ref) > 0).float().mean().item()
 
 
+def effect_size(code: SteeringCode, split: _CachedSplit) -> dict[str, float]:
+    """How big the edit is at α = 1 on the completion tokens of `split`:
+
+    effect_norm  = mean_t ‖h'_t − h_t‖        (residual-space size of the edit)
+    effect_ratio = effect_norm / mean_t ‖h_t‖  (relative to the residual stream it edits)
+    """
+    h = split.resid[split.tokens.target_mask.to(split.resid.device) > 0]
+    norm = code.effect_norm(h, 1.0)
+    return {"effect_norm": norm, "effect_ratio": norm / h.norm(dim=-1).mean().item()}
+
+
 def mean_difference(split: _CachedSplit) -> torch.Tensor:
     """v [d] = mean over pairs of (mean completion activation of y_w − that of y_l)."""
     mask = split.tokens.target_mask.to(split.resid.device)[..., None]
     per_row = (split.resid * mask).sum(1) / mask.sum(1).clamp_min(1)
     return (per_row[0::2] - per_row[1::2]).mean(0)
+
+
+def activation_scale(method: str, split: _CachedSplit, sae) -> float:
+    """c of the module docstring, over the completion tokens of `split`."""
+    h = split.resid[split.tokens.target_mask.to(split.resid.device) > 0]
+    with torch.no_grad():
+        if method == "yapo":
+            z = sae.encode(h)
+            return z[z > 0].mean().item()
+        return (h.norm(dim=-1) / math.sqrt(h.shape[-1])).mean().item()
 
 
 def _steering_fn(method: str, sae, v: torch.Tensor):
@@ -196,7 +231,7 @@ def fit_steering(
     if method == "mean-diff":
         vector = mean_difference(train)
     else:
-        vector = _train_preference(model, train, val, layer, config, sae, history)
+        vector = _train_preference(model, train, val, layer, config, sae, history, meta)
     meta["train_seconds"] = round(time.time() - started, 2)
     model_name = model.cfg.model_name
     if method == "yapo":
@@ -211,6 +246,7 @@ def fit_steering(
         code.meta["support_size"] = code.support_size
     else:
         code = DenseVector(vector.cpu(), hook_name, model_name, method, meta)
+    code.meta.update(effect_size(code.to(device, train.resid.dtype), val or train))
     if val is not None:
         for alpha in (1.0, -1.0):
             placed = code.to(device, train.resid.dtype)
@@ -230,11 +266,15 @@ def _train_preference(
     config: TrainSteerConfig,
     sae,
     history: list[dict[str, float]],
+    meta: dict[str, Any],
 ) -> torch.Tensor:
-    """AdamW on the preference objective; returns the learned v (detached)."""
+    """AdamW on the preference objective (lr in activation units, module docstring); returns the
+    learned v (detached) and records the scale c in `meta`."""
     width = sae.cfg.d_sae if config.method == "yapo" else model.cfg.d_model
     v = torch.zeros(width, device=config.device, dtype=train.resid.dtype, requires_grad=True)
-    optimizer = torch.optim.AdamW([v], lr=config.lr, weight_decay=config.weight_decay)
+    scale = activation_scale(config.method, train, sae)
+    meta["activation_scale"] = scale
+    optimizer = torch.optim.AdamW([v], lr=config.lr * scale, weight_decay=config.weight_decay)
     n_pairs = train.tokens.n_pairs
     micro_per_epoch = math.ceil(n_pairs / config.batch_pairs)
     steps_per_epoch = math.ceil(micro_per_epoch / config.grad_accum)
