@@ -38,26 +38,26 @@ class PipelineConfig:
     out: str = option("demo_out", "output folder")
     layer: int = option(15, "block whose resid_post is cached, encoded by the SAE and steered")
     corpus: str = option("brown", "corpus of the activation cache")
-    cache_tokens: int = option(98_304, "tokens cached")
+    cache_tokens: int = option(49_152, "tokens cached (384 contexts of 128)")
     context_len: int = option(128, "tokens per context")
     k: int = option(32, "active latents per token of the TopK SAE")
     expansion: int = option(4, "d_sae = expansion × d_model")
-    sae_tokens: int = option(786_432, "SAE training tokens (several epochs over the cache)")
+    sae_tokens: int = option(393_216, "SAE training tokens (8 epochs over the cache, 384 steps)")
     sae_batch: int = option(1024, "SAE batch in tokens")
     sae_lr: float = option(1e-3, "SAE learning rate")
     n_top: int = option(10, "top examples kept per latent in feature discovery")
     behaviour: str = option("sentiment", "shipped behaviour the steering code learns")
     steer_epochs: int = option(2, "YaPO passes over the behaviour's training pairs")
     steer_pairs: int = option(0, "training pairs used (0: all of the behaviour's train split)")
-    steer_lr: float = option(0.03, "YaPO learning rate")
+    steer_lr: float = option(0.1, "YaPO learning rate (activation units, see saesteer.steer.train)")
     steer_l1: float = option(0.05, "YaPO L1 weight λ")
     steer_top_k: int = option(32, "YaPO support cap (latents)")
     alphas: list[float] = option(  # noqa: RUF009 (option gives lists a default factory)
-        [-2.0, 2.0, 4.0, 8.0], "strengths generated and audited (α = 0 is added)"
+        [-2.0, 1.0, 2.0, 4.0], "strengths generated and audited (α = 0 is added)"
     )
     n_prompts: int = option(6, "held-out prompts generated from at every strength")
     max_new_tokens: int = option(32, "tokens per generation")
-    max_pairs: int = option(18, "validation pairs scored in the audit")
+    max_pairs: int = option(12, "validation pairs scored in the audit")
     device: str = option("cpu", "torch device")
     seed: int = option(0, "seed of every stage")
     progress: bool = option(True, "show progress bars")
@@ -128,6 +128,24 @@ def _generations_markdown(report: dict[str, Any]) -> str:
             lines += [f"- **{g['prompt']}** {g['text']}  ({mark} score {g['score']:.2f})"]
         lines.append("")
     return "\n".join(lines)
+
+
+def summary(paths: PipelineOutputs) -> dict[str, Any]:
+    """The headline numbers: the SAE's final training metrics (explained variance, L0, dead
+    fraction), the code's validation preference accuracy, support and edit size ‖Δh‖/‖h‖ at α = 1,
+    and the audit's success rate per α."""
+    sae = json.loads((paths.sae / "saesteer.json").read_text())["training"]["final_metrics"]
+    code = json.loads((paths.code / "code.json").read_text())["meta"]
+    audit = json.loads((paths.audit / "report.json").read_text())
+    return {
+        "sae": {k: sae[k] for k in ("explained_variance", "l0", "dead_fraction") if k in sae},
+        "code": {
+            k: code[k]
+            for k in ("val_accuracy", "support_size", "effect_norm", "effect_ratio")
+            if k in code
+        },
+        "success_rate": {str(p["alpha"]): p["success_rate"] for p in audit["sweep"]},
+    }
 
 
 def run_pipeline(config: PipelineConfig) -> PipelineOutputs:
@@ -265,6 +283,7 @@ def run_pipeline(config: PipelineConfig) -> PipelineOutputs:
         paths.generations.write_text(_generations_markdown(result.report))
 
     _stage(record, out, "audit", (paths.audit / "report.json").is_file(), audit)
+    record["summary"] = summary(paths)
     record["outputs"] = {name: str(path) for name, path in paths.named()}
     (out / "pipeline.json").write_text(json.dumps(record, indent=2))
     return paths

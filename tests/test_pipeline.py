@@ -39,6 +39,10 @@ def test_pipeline_on_the_tiny_model_writes_every_output(tmp_path, capsys):
     assert "α = 4" in outputs.generations.read_text()
     record = json.loads((outputs.out / "pipeline.json").read_text())
     assert set(record["seconds"]) == {"cache", "train-sae", "features", "train-steer", "audit"}
+    headline = record["summary"]
+    assert 0 < headline["sae"]["explained_variance"] <= 1 and headline["sae"]["l0"] > 0
+    assert headline["code"]["effect_ratio"] > 0 and headline["code"]["support_size"] > 0
+    assert set(headline["success_rate"]) == {"0.0", "4.0"}
     # A second run reuses every stage.
     capsys.readouterr()
     run_pipeline(PipelineConfig(out=str(tmp_path / "demo"), **TINY))

@@ -16,14 +16,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import json
     import time
 
     from saesteer.config import config_from_args
-    from saesteer.pipeline import PipelineConfig, run_pipeline
+    from saesteer.pipeline import PipelineConfig, run_pipeline, summary
 
     start = time.time()
     outputs = run_pipeline(config_from_args(PipelineConfig, args))
-    print(f"\ndone in {time.time() - start:.0f} s; outputs:")
+    print(f"\ndone in {time.time() - start:.0f} s; seconds per stage: {outputs.seconds}")
+    print(json.dumps(summary(outputs), indent=1))
+    print("outputs:")
     for name, path in outputs.named():
         print(f"  {name:<14} {path}")
     print("open the audit report and the dashboard in a browser (they are static files).")
