@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from test_sae_helpers import (
@@ -11,7 +13,11 @@ from test_sae_helpers import (
 
 from saesteer.sae.io import sae_checksum
 from saesteer.sae.model import SAE, SAEConfig
-from saesteer.sae.sparse import dense_topk_autoencode, sparse_topk_autoencode
+from saesteer.sae.sparse import (
+    dense_topk_autoencode,
+    sparse_topk_autoencode,
+    triton_topk_autoencode,
+)
 from saesteer.sae.training import LossSettings, TrainingSAE, _JumpReLU, _Step
 
 
@@ -51,11 +57,27 @@ def test_folds_leave_reconstruction_unchanged(arch: str) -> None:
     assert torch.allclose(sae.W_dec.norm(dim=1), torch.ones(48), atol=1e-5)
 
 
-def test_sparse_topk_matches_dense_forward_and_gradients() -> None:
+def _interpreter_or_gpu() -> bool:
+    return os.environ.get("TRITON_INTERPRET") == "1" or torch.cuda.is_available()
+
+
+@pytest.mark.parametrize(
+    "fast",
+    [
+        sparse_topk_autoencode,
+        pytest.param(
+            triton_topk_autoencode,
+            marks=pytest.mark.skipif(
+                not _interpreter_or_gpu(), reason="Triton runs on a GPU or under TRITON_INTERPRET=1"
+            ),
+        ),
+    ],
+)
+def test_sparse_topk_matches_dense_forward_and_gradients(fast) -> None:
     torch.manual_seed(1)
     x = torch.randn(64, 16)
     grads = []
-    for fn in (sparse_topk_autoencode, dense_topk_autoencode):
+    for fn in (fast, dense_topk_autoencode):
         sae = _sae("topk")
         out = fn(x - sae.b_dec, sae.W_enc, sae.b_enc, sae.W_dec, 4)
         loss = (out.recon + sae.b_dec - x).pow(2).sum()

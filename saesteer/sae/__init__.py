@@ -34,7 +34,6 @@ _EXPORTS = {
     "ModelSource": "saesteer.sae.data",
     "CacheSource": "saesteer.sae.cache_source",
     "topk_autoencode": "saesteer.sae.sparse",
-    "set_topk_autoencode": "saesteer.sae.sparse",
 }
 __all__ = sorted(_EXPORTS)
 

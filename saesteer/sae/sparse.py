@@ -11,15 +11,14 @@ of ∂L/∂W_dec (`scatter_rows`, a CSR product). Cost O(B·k·d_in) instead of 
 BatchTopK rows hold a varying number of latents: the flat (row, column, value) triples, sorted by
 row, go through the same `embedding_bag` with `offsets` marking where each row starts.
 
-The seam for faster kernels is `topk_autoencode`: one call for "TopK encode + sparse decode".
-A kernel backend (saesteer/kernels) can replace it through `set_topk_autoencode(fn)`, keeping its
-contract (same outputs, same autograd semantics); `dense_topk_autoencode` is the reference.
+`topk_autoencode` is the trainer's one call for "TopK encode + sparse decode": on CUDA it runs the
+Triton kernels of `saesteer.kernels` (same outputs and autograd semantics), elsewhere the torch
+sparse path below; `dense_topk_autoencode` is the reference both are tested against.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -32,7 +31,7 @@ class TopKOutput(NamedTuple):
     recon: torch.Tensor  # x̂ − b_dec: [B, d_in]
     vals: torch.Tensor  # relu of the k largest pre-activations per row: [B, k]
     idx: torch.Tensor  # their latent indices: [B, k] (int64)
-    pre: torch.Tensor  # pre-activations: [B, d_sae] (no gradient on the sparse path)
+    pre: torch.Tensor | None  # pre-activations [B, d_sae] (no gradient; None from the kernels)
 
 
 class RowLayout(NamedTuple):
@@ -199,18 +198,26 @@ def dense_topk_autoencode(
     return TopKOutput(z @ W_dec, vals, idx, pre)
 
 
-TopKAutoencode = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int], TopKOutput]
-_topk_autoencode: TopKAutoencode = sparse_topk_autoencode
+def triton_topk_autoencode(
+    x_centered: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor, W_dec: torch.Tensor, k: int
+) -> TopKOutput:
+    """The same through the Triton kernels (`saesteer.kernels.topk_encode` + `sparse_decode`):
+    the per-row top-k is found without writing pre [B, d_sae], so `pre` is None here."""
+    from saesteer.kernels import sparse_decode as kernel_decode
+    from saesteer.kernels import topk_encode
 
-
-def set_topk_autoencode(fn: TopKAutoencode | None) -> None:
-    """Install a faster TopK encode + sparse decode (None restores the torch sparse path)."""
-    global _topk_autoencode
-    _topk_autoencode = fn or sparse_topk_autoencode
+    zero = torch.zeros(W_dec.shape[1], dtype=W_dec.dtype, device=W_dec.device)
+    vals, idx = topk_encode(x_centered, W_enc, b_enc, zero, k, backend="triton")
+    return TopKOutput(kernel_decode(vals, idx, W_dec, zero, backend="triton"), vals, idx, None)
 
 
 def topk_autoencode(
     x_centered: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor, W_dec: torch.Tensor, k: int
 ) -> TopKOutput:
-    """The trainer's TopK encode + decode: whichever implementation is installed (see module doc)."""
-    return _topk_autoencode(x_centered, W_enc, b_enc, W_dec, k)
+    """The trainer's TopK encode + decode: the Triton kernels where they run (CUDA tensors, triton
+    installed, SAESTEER_DISABLE_TRITON unset), else the torch sparse path."""
+    from saesteer.kernels import triton_available
+
+    if triton_available(x_centered, W_enc, b_enc, W_dec):
+        return triton_topk_autoencode(x_centered, W_enc, b_enc, W_dec, k)
+    return sparse_topk_autoencode(x_centered, W_enc, b_enc, W_dec, k)
