@@ -1,9 +1,9 @@
 """Steering benchmark: YaPO vs BiPO vs mean-difference on a shipped behaviour, at equal effect norm.
 
 For each method: training seconds (and per epoch), validation preference accuracy (r(y_w) > r(y_l),
-DPO's reward accuracy, at the method's own α = 1), then generations from the validation prompts
-(`--samples` per prompt, sampled at `--temperature` with a fixed seed; greedy if 1) scored by the
-behaviour's scorer, at strengths chosen so every method makes the **same residual-space edit size**:
+DPO's reward accuracy) and mean margin r(y_w) − r(y_l) in nats, then generations from the
+validation prompts (`--samples` per prompt, sampled at `--temperature` with a fixed seed; greedy if
+1) scored by the behaviour's scorer, at strengths chosen so every method makes the **same residual-space edit size**:
 
     ρ = mean_t ‖h'_t − h_t‖ / mean_t ‖h_t‖        over the validation completion tokens at the hook
 
@@ -29,7 +29,7 @@ from saesteer.steer.batching import tokenize_pairs
 from saesteer.steer.behaviours import behaviour, success_rate, training_data
 from saesteer.steer.config import TrainSteerConfig
 from saesteer.steer.generate import batch_prompt_ids, generate_steered
-from saesteer.steer.train import _cache_split, fit_steering, preference_accuracy, start_layer
+from saesteer.steer.train import _cache_split, fit_steering, start_layer, validation_margins
 
 
 def parse_args() -> argparse.Namespace:
@@ -168,37 +168,27 @@ def main() -> None:
         )
         for rho in rhos:
             alpha = alpha_for(code, h, rho * h_norm)
-            accuracy = preference_accuracy(
+            margins = validation_margins(
                 model, val_split, layer, lambda x, a=alpha, c=code: c.apply(x, a)
             )
+            accuracy, margin = (margins > 0).float().mean().item(), margins.mean().item()
             texts, rate, ppl, secs = generate(code, alpha)
             rows.append(
-                (
-                    method,
-                    meta["train_seconds"] / epochs,
-                    meta["val_accuracy"],
-                    rho,
-                    alpha,
-                    accuracy,
-                    rate,
-                    ppl,
-                )
+                (method, meta["train_seconds"] / epochs, rho, alpha, accuracy, margin, rate, ppl)
             )
             print(
-                f"  ρ {rho:.2f} (α {alpha:.2f}): val accuracy {accuracy:.2f}, success {rate:.2f}, "
-                f"ppl {ppl:.1f} ({secs:.0f} s)",
+                f"  ρ {rho:.2f} (α {alpha:.2f}): val accuracy {accuracy:.2f}, margin {margin:.1f}, "
+                f"success {rate:.2f}, ppl {ppl:.1f} ({secs:.0f} s)",
                 flush=True,
             )
             for p, t in zip(prompts[: args.show], texts, strict=False):
                 print(f"    {p!r} → {t!r}")
-    print(
-        "\n| method | s/epoch | val acc (α=1) | ρ = ‖Δh‖/‖h‖ | α | val acc at ρ | success | ppl |"
-    )
+    print("\n| method | s/epoch | ρ = ‖Δh‖/‖h‖ | α | val acc | val margin (nats) | success | ppl |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    print(f"| unsteered | | | 0 | 0 | | {base[0]:.2f} | {base[1]:.1f} |")
+    print(f"| unsteered | | 0 | 0 | | 0 | {base[0]:.2f} | {base[1]:.1f} |")
     for r in rows:
         print(
-            f"| {r[0]} | {r[1]:.1f} | {r[2]:.2f} | {r[3]:.2f} | {r[4]:.2f} | {r[5]:.2f} | "
+            f"| {r[0]} | {r[1]:.1f} | {r[2]:.2f} | {r[3]:.2f} | {r[4]:.2f} | {r[5]:.1f} | "
             f"{r[6]:.2f} | {r[7]:.1f} |"
         )
 

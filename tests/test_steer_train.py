@@ -66,6 +66,8 @@ def test_yapo_learns_a_synthetic_preference(tiny_model):
     assert code.meta["val_accuracy"] >= 0.9, code.meta  # chance is 0.5
     assert code.meta["val_accuracy_reversed"] <= 0.1  # α = −1 steers the other way
     assert len(result.history) == 3 and code.meta["data_checksum"]
+    # epoch times are recorded even without a progress bar (they read 0 when tqdm was disabled)
+    assert 0 < result.history[0]["seconds"] < result.history[-1]["seconds"]
 
 
 def test_bipo_and_mean_diff_and_cli(tiny_model, tmp_path):

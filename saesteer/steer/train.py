@@ -106,8 +106,8 @@ def _logprobs_above(
 
 
 @torch.no_grad()
-def preference_accuracy(model, split: _CachedSplit, layer: int, apply) -> float:
-    """Fraction of pairs with r(y_w) > r(y_l) when steering with `apply` (DPO's reward accuracy)."""
+def validation_margins(model, split: _CachedSplit, layer: int, apply) -> torch.Tensor:
+    """r(y_w) − r(y_l) per pair [n_pairs] when steering with `apply` (0 for the identity)."""
     logp = torch.cat(
         [
             _logprobs_above(
@@ -120,7 +120,12 @@ def preference_accuracy(model, split: _CachedSplit, layer: int, apply) -> float:
             for lo in range(0, split.resid.shape[0], CHUNK_ROWS)
         ]
     )
-    return (preference_margins(logp, split.logp_ref) > 0).float().mean().item()
+    return preference_margins(logp, split.logp_ref)
+
+
+def preference_accuracy(model, split: _CachedSplit, layer: int, apply) -> float:
+    """Fraction of pairs with r(y_w) > r(y_l) when steering with `apply` (DPO's reward accuracy)."""
+    return (validation_margins(model, split, layer, apply) > 0).float().mean().item()
 
 
 def effect_size(code: SteeringCode, split: _CachedSplit) -> dict[str, float]:
@@ -293,9 +298,8 @@ def _train_preference(
         p.requires_grad_(False)
     bar = tqdm(total=total_steps, desc=f"train-steer {config.method}", disable=not config.progress)
     try:
-        val_acc = (
-            preference_accuracy(model, val, layer, lambda h: apply(h, 1.0)) if val else float("nan")
-        )
+        val_acc = float("nan")  # at v = 0 every margin is 0: nothing to measure before training
+        started = time.time()
         step = 0
         for epoch in range(config.epochs):
             order = torch.randperm(n_pairs, generator=generator)
@@ -344,7 +348,7 @@ def _train_preference(
                     "loss": sum(losses) / len(losses),
                     "val_accuracy": val_acc,
                     "support": int((v != 0).sum()),
-                    "seconds": round(bar.format_dict["elapsed"], 2),
+                    "seconds": round(time.time() - started, 2),
                 }
             )
             bar.set_postfix(
