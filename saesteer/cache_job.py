@@ -69,10 +69,10 @@ class CacheConfig:
 
 def choose_backend(config: CacheConfig) -> str:
     """'hf' or 'transformer_lens' for this config (see the module docstring)."""
-    from saesteer.models import DEFAULT_MODEL, MODEL_ALIASES, TINY_MODEL
+    from saesteer.models import MODEL_ALIASES, TINY_MODEL, has_hf_weights
 
     name = MODEL_ALIASES.get(config.model, config.model)
-    has_hf = name == DEFAULT_MODEL or (Path(name) / "config.json").is_file()
+    has_hf = has_hf_weights(name)
     if config.backend == "hf":
         if name == TINY_MODEL or not has_hf:
             raise ValueError(

@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args._run(args) or 0)
-    except (ValueError, FileNotFoundError, RuntimeError) as error:
+    except (ValueError, OSError, KeyError, RuntimeError) as error:
         if getattr(args, "debug", False):
             raise
         print(f"saesteer {args.command}: error: {error}", file=sys.stderr)

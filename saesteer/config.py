@@ -107,11 +107,48 @@ def config_from_dict(cls: type[T], values: dict[str, Any]) -> T:
         flags = ", ".join("--" + m.replace("_", "-") for m in missing)
         raise ValueError(f"{cls.__name__} needs {flags}")
     hints = typing.get_type_hints(cls)
-    coerced = {
-        k: (str(v) if _base_type(hints[k])[0] is str and isinstance(v, Path) else v)
-        for k, v in values.items()
-    }
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    coerced = {k: _coerce(cls, fields[k], hints[k], v) for k, v in values.items()}
     return cls(**coerced)
+
+
+def _coerce(cls: type, f: dataclasses.Field, annotation: Any, value: Any) -> Any:
+    """`value` (e.g. from YAML, where `5e-4` is a string) as the field's type; clear error if not."""
+    kind, is_list = _base_type(annotation)
+    if value is None:
+        return None
+    try:
+        if is_list:
+            items = value if isinstance(value, list | tuple) else [value]
+            result = [_scalar(kind, item) for item in items]
+        else:
+            result = _scalar(kind, value)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"{cls.__name__}.{f.name} must be {getattr(kind, '__name__', kind)}"
+            f"{' (or a list of them)' if is_list else ''}, got {value!r}"
+        ) from None
+    choices = f.metadata.get("choices")
+    if choices and any(item not in choices for item in (result if is_list else [result])):
+        raise ValueError(f"{cls.__name__}.{f.name} must be one of {list(choices)}, got {value!r}")
+    return result
+
+
+def _scalar(kind: Any, value: Any) -> Any:
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if str(value).lower() in ("true", "yes", "1", "false", "no", "0"):
+            return str(value).lower() in ("true", "yes", "1")
+        raise ValueError(value)
+    if kind is int and isinstance(value, str | float):
+        number = float(value)
+        if not number.is_integer():
+            raise ValueError(value)
+        return int(number)
+    if kind in (int, float, str):
+        return kind(str(value) if isinstance(value, Path) else value)
+    return value
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:

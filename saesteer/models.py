@@ -138,7 +138,7 @@ def _ensure_converted(final: Path, build: Any, source: dict[str, Any]) -> Path:
             return final
         for stale in final.parent.glob(f".{final.name}.tmp-*"):  # left by a killed conversion
             shutil.rmtree(stale, ignore_errors=True)
-        with atomic_directory(final) as tmp:
+        with atomic_directory(final, marker=MANIFEST) as tmp:
             build(tmp)
             _write_manifest(tmp, source)
     return final
@@ -195,6 +195,12 @@ def load_tokenizer(name: str = DEFAULT_MODEL):
         folder = default_model_dir() if name == DEFAULT_MODEL else default_tokenizer_dir()
         return AutoTokenizer.from_pretrained(folder)
     return AutoTokenizer.from_pretrained(name)
+
+
+def has_hf_weights(name: str) -> bool:
+    """Whether `name` also loads as a Hugging Face model here (the default model or a local folder)."""
+    name = MODEL_ALIASES.get(name, name)
+    return name == DEFAULT_MODEL or (Path(name) / "config.json").is_file()
 
 
 def load_hf_model(

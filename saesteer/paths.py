@@ -53,11 +53,19 @@ def file_lock(path: Path) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def atomic_directory(final: Path) -> Iterator[Path]:
-    """Yield a temporary sibling folder; on success rename it to `final` (replacing a stale one).
+def atomic_directory(final: Path, *, marker: str) -> Iterator[Path]:
+    """Yield a temporary sibling folder; on success rename it to `final`.
 
-    On an exception the temporary folder is deleted and `final` is left untouched.
+    An existing non-empty `final` is replaced only if it holds `marker` (a file every folder of
+    this kind has, e.g. "report.json"): saesteer never deletes a folder it did not write, such as
+    a user's `--out .`. On an exception the temporary folder is deleted and `final` left untouched.
     """
+    final = Path(final)
+    if final.is_dir() and any(final.iterdir()) and not (final / marker).exists():
+        raise FileExistsError(
+            f"{final} already holds files that are not saesteer's output (no {marker}); "
+            "choose another output folder, or empty it first."
+        )
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     try:

@@ -171,6 +171,16 @@ def test_same_seed_same_contexts_other_seed_differs(tok, brown_train):
     assert other.describe()["tokens_sha256"] != brown_train.describe()["tokens_sha256"]
 
 
+def test_held_out_documents_do_not_move_with_the_seed(tok, brown_train):
+    val_0 = make_contexts(tok, "brown", context_len=128, split="validation", seed=0)
+    val_7 = make_contexts(tok, "brown", context_len=128, split="validation", seed=7)
+    train_7 = make_contexts(tok, "brown", context_len=128, split="train", seed=7)
+    assert set(val_0.present_documents()) == set(val_7.present_documents())
+    assert not set(train_7.present_documents()) & set(val_0.present_documents())
+    moved = make_contexts(tok, "brown", context_len=128, split="validation", split_seed=1)
+    assert set(moved.present_documents()) != set(val_0.present_documents())
+
+
 def test_no_context_crosses_the_split(tok, brown_train):
     val = make_contexts(tok, "brown", context_len=128, split="validation", seed=0)
     train_docs, val_docs = set(brown_train.present_documents()), set(val.present_documents())

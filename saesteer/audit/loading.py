@@ -14,14 +14,6 @@ from saesteer.audit.config import NEUTRAL_PROMPTS, AuditConfig
 from saesteer.steer.codes import LatentCode
 
 
-def has_hf_weights(name: str) -> bool:
-    """Whether `name` loads as a Hugging Face model here (the default model or a local folder)."""
-    from saesteer.models import DEFAULT_MODEL, MODEL_ALIASES
-
-    name = MODEL_ALIASES.get(name, name)
-    return name == DEFAULT_MODEL or (Path(name) / "config.json").is_file()
-
-
 def _behaviour(config: AuditConfig, trained: dict[str, Any]):
     from saesteer.steer.behaviours import BEHAVIOURS, behaviour
 
@@ -70,7 +62,7 @@ def load_inputs(
 ) -> dict[str, Any]:
     """Everything `run_audit` reads, loaded and checked against each other."""
     from saesteer.audit.run import later_layer
-    from saesteer.models import load_hf_model, load_model
+    from saesteer.models import has_hf_weights, load_hf_model, load_model
     from saesteer.sae.io import load_sae
     from saesteer.steer.batching import tokenize_pairs
     from saesteer.steer.behaviours import behaviour_pairs

@@ -295,7 +295,7 @@ def run_audit(
         },
     }
     report = _finite(report)
-    with atomic_directory(out) as tmp:
+    with atomic_directory(out, marker=REPORT_JSON) as tmp:
         (tmp / REPORT_JSON).write_text(json.dumps(report, indent=2))
         strength_curve(report, tmp / CURVE_PNG)
         (tmp / REPORT_HTML).write_text(render_html(report, CURVE_PNG))

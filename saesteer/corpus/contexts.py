@@ -2,16 +2,18 @@
 
 Contexts (`make_contexts`), with L = context_len, rng = numpy.random.default_rng(seed):
 
-    perm        = rng.permutation(n_docs)                         documents, seeded order
+    split_perm  = default_rng(split_seed).permutation(n_docs)      the split: independent of `seed`
     n_val       = max(1, round(validation_fraction · n_docs))     (0 when validation_fraction = 0)
-    validation  = perm[:n_val],  train = perm[n_val:]              a document is in one split only
-    stream      = doc_a ‖ eos ‖ doc_b ‖ eos ‖ …                    the split's documents in perm order
+    validation  = split_perm[:n_val],  train = split_perm[n_val:]  a document is in one split only
+    order       = rng.permutation(split's documents)               seeded packing order
+    stream      = doc_a ‖ eos ‖ doc_b ‖ eos ‖ …                    the split's documents in order
     windows     = bos ‖ stream[i·(L−1) : (i+1)·(L−1)]              (prepend_bos; else stream[i·L : (i+1)·L])
                   for i < ⌊len(stream) / (L−1)⌋                    the ragged tail is dropped
     contexts    = windows[rng.permutation(n_windows)][:⌈n_tokens / L⌉]
 
 So a context never mixes the two splits, the same seed gives identical contexts, and a different
-seed gives another split and order. bos is `tokenizer.bos_token_id`, falling back to eos.
+seed gives another order of the same documents: held-out documents stay held out whatever `seed` a
+job uses (only `split_seed` moves them). bos is `tokenizer.bos_token_id`, falling back to eos.
 
 Tokenized documents are cached under `cache_dir()/tokens/`, keyed by the sha256 of the tokenizer's
 definition and of the documents' text, so a changed file or tokenizer never reuses stale tokens.
@@ -115,6 +117,7 @@ class TokenContexts:
     source: str
     split: str
     seed: int
+    split_seed: int
     prepend_bos: bool
     validation_fraction: float
     tokenizer_name: str
@@ -145,6 +148,7 @@ class TokenContexts:
             "source": self.source,
             "split": self.split,
             "seed": self.seed,
+            "split_seed": self.split_seed,
             "context_len": self.context_len,
             "n_contexts": self.n_contexts,
             "n_tokens": self.n_contexts * self.context_len,
@@ -160,11 +164,12 @@ class TokenContexts:
 
 
 def split_documents(
-    n_docs: int, split: str, validation_fraction: float, seed: int
+    n_docs: int, split: str, validation_fraction: float, seed: int, split_seed: int = 0
 ) -> tuple[np.ndarray, np.random.Generator]:
     """Indices of the split's documents, in packing order, and the generator to continue with.
 
-    perm = default_rng(seed).permutation(n_docs); validation = perm[:n_val], train = perm[n_val:].
+    perm = default_rng(split_seed).permutation(n_docs); validation = perm[:n_val],
+    train = perm[n_val:]; packing order = default_rng(seed).permutation of the split's documents.
     """
     if split not in ("train", "validation"):
         raise CorpusError(f"split must be 'train' or 'validation', not {split!r}")
@@ -183,9 +188,10 @@ def split_documents(
             f"validation_fraction={validation_fraction} leaves none of the {n_docs} documents for "
             "training; use a smaller fraction"
         )
+    perm = np.random.default_rng(split_seed).permutation(n_docs)
+    members = perm[:n_val] if split == "validation" else perm[n_val:]
     rng = np.random.default_rng(seed)
-    perm = rng.permutation(n_docs)
-    return (perm[:n_val] if split == "validation" else perm[n_val:]), rng
+    return members[rng.permutation(len(members))], rng
 
 
 def pack_windows(
@@ -229,6 +235,7 @@ def make_contexts(
     seed: int = 0,
     prepend_bos: bool = True,
     text_field: str = "text",
+    split_seed: int = 0,
 ) -> TokenContexts:
     """Deterministic [n_contexts, context_len] token contexts of one split (see the module docstring).
 
@@ -251,7 +258,7 @@ def make_contexts(
         raise CorpusError(f"n_tokens must be positive, not {n_tokens}")
     name = os.fspath(source)
     docs = load_documents(name, text_field)
-    order, rng = split_documents(len(docs), split, validation_fraction, seed)
+    order, rng = split_documents(len(docs), split, validation_fraction, seed, split_seed)
     flat, offsets = tokenize_documents(tokenizer, docs)
     tokens, doc_ids = pack_windows(flat, offsets, order, context_len, bos, eos)
     n_available = len(tokens)
@@ -277,6 +284,7 @@ def make_contexts(
         source=name,
         split=split,
         seed=seed,
+        split_seed=split_seed,
         prepend_bos=prepend_bos,
         validation_fraction=validation_fraction,
         tokenizer_name=str(tokenizer.name_or_path),

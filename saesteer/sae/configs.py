@@ -96,7 +96,9 @@ class EvalSAEConfig:
     corpus: str = option("brown", "Corpus for held-out tokens")
     context_len: int = option(128, "Tokens per context")
     n_tokens: int = option(16_384, "Held-out tokens")
-    seed: int = option(1234, "Seed of the held-out sample (differ from training's)")
+    seed: int = option(
+        1234, "Seed of the sample of held-out contexts (the corpus validation split)"
+    )
     batch_contexts: int = option(8, "Contexts per model forward")
     dense_threshold: float = option(
         0.1, "A latent active on more than this fraction of tokens is dense"

@@ -18,6 +18,7 @@ global batch i lives in chunk c, whose rows are shuffled with a generator seeded
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -154,7 +155,7 @@ class ModelSource(ChunkedSource):
         self.model, self.hook, self.model_batch = model, hook, model_batch
         self.tokens = torch.as_tensor(np.asarray(tokens), dtype=torch.long)
         self.C = contexts_per_chunk
-        self.n_chunks = max(1, self.tokens.shape[0] // self.C)
+        self.n_chunks = max(1, math.ceil(self.tokens.shape[0] / self.C))  # last may be short
         self.layer = int(hook.split(".")[1]) + 1 if hook.startswith("blocks.") else None
         self.d_in = self._run(self.tokens[:1]).shape[-1]
         self._cached: tuple[int, torch.Tensor] | None = None

@@ -236,6 +236,7 @@ def run_eval(
             source=cfg.corpus,
             context_len=cfg.context_len,
             n_tokens=cfg.n_tokens,
+            split="validation",
             seed=cfg.seed,
         )
         tokens = torch.as_tensor(contexts.tokens, dtype=torch.long)
