@@ -153,11 +153,10 @@ def run_pipeline(config: PipelineConfig) -> PipelineOutputs:
     import importlib.metadata
 
     from saesteer.audit.config import AuditConfig
-    from saesteer.audit.loading import has_hf_weights
     from saesteer.audit.run import run_audit
     from saesteer.cache_job import CacheConfig, run_cache
     from saesteer.features import FeaturesConfig, run_features
-    from saesteer.models import load_hf_model, load_model
+    from saesteer.models import has_hf_weights, load_hf_model, load_model
     from saesteer.paths import atomic_directory
     from saesteer.sae import TrainSAEConfig, load_sae, train_sae
     from saesteer.steer.behaviours import behaviour, training_data
@@ -256,7 +255,7 @@ def run_pipeline(config: PipelineConfig) -> PipelineOutputs:
         train = train[: config.steer_pairs or None]
         sae = load_sae(paths.sae, config.device).requires_grad_(False)
         result = fit_steering(model, tokenizer, train, steer_config, sae=sae, val_pairs=val)
-        with atomic_directory(paths.code) as tmp:
+        with atomic_directory(paths.code, marker=CODE_META) as tmp:
             save_code(result.code, tmp)
 
     _stage(record, out, "train-steer", (paths.code / CODE_META).is_file(), train_code)
