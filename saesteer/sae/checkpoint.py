@@ -52,7 +52,7 @@ def save_checkpoint(out: Path, step: int, payload: dict[str, Any], keep: int = 2
     torch.save({"step": step, "rng": rng_state(), **payload}, buffer)
     path = Path(out) / CHECKPOINT_DIR / f"step_{step:08d}.pt"
     atomic_write_bytes(path, buffer.getvalue())
-    for old in checkpoint_files(out)[:-keep]:
+    for old in checkpoint_files(out)[: -max(keep, 1)]:  # the newest always stays
         old.unlink(missing_ok=True)
     return path
 

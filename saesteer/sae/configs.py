@@ -61,7 +61,7 @@ class TrainSAEConfig:
     )
     seed: int = option(0, "Seed of the initialisation and the data order")
     checkpoint_every: int = option(200, "Steps between checkpoints (0: only at the end)")
-    keep_checkpoints: int = option(2, "Checkpoints kept (newest)")
+    keep_checkpoints: int = option(2, "Checkpoints kept (newest; at least 1)")
     resume: bool = option(False, "Continue from the newest checkpoint in --out")
     device: str = option("cpu", "cpu | cuda (each rank uses cuda:LOCAL_RANK)")
     progress: bool = option(True, "Show a progress bar")
