@@ -44,7 +44,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=defaults.epochs)
     p.add_argument("--lr", type=float, default=defaults.lr, help="relative lr (see train.py)")
     p.add_argument("--l1", type=float, default=defaults.l1)
-    p.add_argument("--top-k", type=int, default=defaults.top_k)
+    p.add_argument("--top-k", type=int, default=defaults.top_k, help="YaPO support cap (0: none)")
     p.add_argument("--rhos", default="0.1,0.2,0.3", help="effect norms ‖Δh‖/‖h‖ to generate at")
     p.add_argument("--n-prompts", type=int, default=12, help="distinct validation prompts")
     p.add_argument("--samples", type=int, default=3, help="generations per prompt (sampled if > 1)")
@@ -151,7 +151,7 @@ def main() -> None:
             epochs=args.epochs,
             lr=args.lr,
             l1=args.l1,
-            top_k=args.top_k,
+            top_k=args.top_k or None,
             progress=False,
         )
         started = time.time()
