@@ -20,10 +20,12 @@ edits, measured on the training completions before training:
 
     YaPO  c = mean of the non-zero latents z_i > 0                 (a typical active latent)
     BiPO  c = ‖h‖ / √d_model, averaged over tokens                   (a typical residual coordinate)
-    AdamW runs with lr·c (cosine decay), weight decay unchanged; the L1 threshold is c·lr_t·λ.
+    AdamW runs with lr·c (cosine decay); the L1 threshold is c·lr_t·λ.
 
-This is the same optimisation as AdamW on u = v / c with learning rate lr (Adam is invariant to the
-gradient's scale), so `lr` and `λ` mean the same on any model, layer or SAE normalisation.
+Adam's update is invariant to the gradient's scale, so the Adam and L1 steps are those of AdamW on
+u = v / c with learning rate lr: `lr` and `λ` mean the same on any model, layer or SAE normalisation.
+The decoupled weight decay is not rescaled: it shrinks v by the factor (1 − c·lr_t·wd) per step
+(the demo's numbers were measured so).
 
 Mean-difference (CAA): v = mean over pairs of [mean_t h_w(t) − mean_t h_l(t)] over completion tokens.
 
