@@ -162,7 +162,7 @@ from saesteer.steer.train import fit_steering
 model, tokenizer = load_model(MODEL, DEVICE)
 sae = load_sae(sae_dir).requires_grad_(False)
 config = TrainSteerConfig(pairs=BEHAVIOUR, method="yapo", model=MODEL, sae=str(sae_dir),
-                          chat=chosen.chat, epochs=EPOCHS, lr=0.03, l1=0.05, top_k=32,
+                          chat=chosen.chat, epochs=EPOCHS, lr=0.1, l1=0.05, top_k=32,
                           progress=False)
 result = fit_steering(model, tokenizer, train, config, sae=sae, val_pairs=val)
 code = result.code

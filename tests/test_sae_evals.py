@@ -72,6 +72,8 @@ def test_ce_loss_recovered_on_the_default_model(default_model, tmp_path: Path) -
     assert metrics["ce_zero"] > metrics["ce_sae"] > metrics["ce_clean"]
     assert 0.5 < metrics["ce_loss_recovered"] < 1.0, metrics
     assert metrics["kl_sae"] > 0 and metrics["explained_variance"] > 0.8
+    # Position 0 is SmolLM2's attention sink (norm ~100× the rest): EV without it is the honest one.
+    assert 0 < metrics["explained_variance_without_position_0"] < metrics["explained_variance"]
 
 
 def test_explained_variance_is_relative_to_the_mean(tiny_model, trained: Path) -> None:

@@ -2,6 +2,9 @@
 
 With x the hook activations over N held-out tokens, μ their mean, x̂ = SAE(x), z = encode(x):
     explained variance   EV  = 1 − Σ‖x − x̂‖² / Σ‖x − μ‖²        (relative to the mean, not to 0)
+                         also without position 0 of each context: in many models the first token
+                         is an attention sink with a residual norm ~100× the rest, which alone can
+                         make EV look like 0.999 (`explained_variance_without_position_0`)
     FVU                      = 1 − EV
     L0                       = mean over tokens of #{j : z_j > 0}
     density_j                = fraction of tokens with z_j > 0;  dead: density 0,  dense: > `dense_threshold`
@@ -122,6 +125,7 @@ def evaluate_spliced(
             f"Hook {hook!r} is not in the model; the SAE was trained on {sae.cfg.hook_name!r}."
         )
     acc = _Accumulator(sae.cfg.d_in, sae.cfg.d_sae)
+    acc_rest = _Accumulator(sae.cfg.d_in, sae.cfg.d_sae)  # positions ≥ 1 only
     sums = {
         "ce_clean": 0.0,
         "ce_sae": 0.0,
@@ -138,6 +142,11 @@ def evaluate_spliced(
         recon = sae.decode(z).to(x.dtype)
         acc.add(
             x.reshape(-1, x.shape[-1]), recon.reshape(-1, x.shape[-1]), z.reshape(-1, z.shape[-1])
+        )
+        acc_rest.add(
+            x[:, 1:].reshape(-1, x.shape[-1]),
+            recon[:, 1:].reshape(-1, x.shape[-1]),
+            z[:, 1:].reshape(-1, z.shape[-1]),
         )
         runs = {
             "sae": model.run_with_hooks(batch, fwd_hooks=[(hook, _constant(recon))]),
@@ -159,6 +168,10 @@ def evaluate_spliced(
                 sums[f"kl_{name}"] += float(kl[:, :-1].sum())
         n_pred += batch.shape[0] * (batch.shape[1] - 1)
     metrics, density = acc.results(dense_threshold)
+    if acc_rest.n:
+        rest, _ = acc_rest.results(dense_threshold)
+        metrics["explained_variance_without_position_0"] = rest["explained_variance"]
+        metrics["l0_without_position_0"] = rest["l0"]
     means = {name: value / n_pred for name, value in sums.items()}
     gap = means["ce_zero"] - means["ce_clean"]
     recovered = (means["ce_zero"] - means["ce_sae"]) / gap if abs(gap) > 1e-12 else float("nan")
