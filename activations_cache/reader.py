@@ -247,7 +247,8 @@ class CacheReader:
         def blocks() -> Iterator[np.ndarray]:
             for w in range(first, len(windows)):
                 rows = np.concatenate([self.read_chunk(hook, int(c)) for c in windows[w]])
-                yield rows[np.random.default_rng([seed, epoch, w]).permutation(len(rows))]
+                perm = np.random.default_rng([seed, epoch, w]).permutation(len(rows))
+                yield np.take(rows, perm, axis=0, out=np.empty_like(rows))
 
         return _batches(blocks(), batch_size, skip_rows - row, rank, world_size)
 
@@ -317,11 +318,12 @@ def _batches(
         held += len(block)
         if held < batch_size:
             continue
-        rows = np.concatenate(pending)
+        rows = pending[0] if len(pending) == 1 else np.concatenate(pending)  # no copy if whole
         cut = (len(rows) // batch_size) * batch_size
         for b0 in range(0, cut, batch_size):
             yield _rank_slice(rows[b0 : b0 + batch_size], rank, world_size)
-        pending, held = [rows[cut:]], len(rows) - cut
+        pending = [rows[cut:]] if cut < len(rows) else []
+        held = len(rows) - cut
     if held:
         yield _rank_slice(np.concatenate(pending), rank, world_size)
 
