@@ -134,6 +134,7 @@ def main() -> None:
     )
     parser.add_argument("--tokens", type=int, default=4096)
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=2, help="interleaved rounds (best kept)")
     args = parser.parse_args()
 
     from activations_cache import write_cache
@@ -148,28 +149,38 @@ def main() -> None:
         f"{tokens.size} tokens ({tokens.shape[0]}×128), hook {HOOK}, torch threads {torch.get_num_threads()}"
     )
     try:
-        results = bare_forwards(tl, hf, tokens, args.batch_size)
-        sizes = {}
-        for name, model, dtype in [
-            ("ours TL backend fp32", tl, "float32"),
-            ("ours HF backend fp32", hf, "float32"),
-            ("ours HF backend fp16", hf, "float16"),
-        ]:
-            out = work / f"{name.replace(' ', '_')}.h5"
-            seconds = timed(
-                lambda m=model, d=dtype, o=out: write_cache(
-                    o, m, tokens, [HOOK], dtype=d, batch_size=args.batch_size, progress=False
+        bare_forwards(tl, hf, tokens[: args.batch_size], args.batch_size)  # warm-up, not timed
+        results: dict[str, float] = {}
+        sizes: dict[str, float] = {}
+
+        def keep_best(name: str, tok_per_s: float) -> None:
+            results[name] = max(results.get(name, 0.0), tok_per_s)
+
+        # Rounds interleave every measurement, so drift in the machine's speed hits all alike;
+        # each keeps its best round.
+        for round_index in range(args.repeats):
+            for name, value in bare_forwards(tl, hf, tokens, args.batch_size).items():
+                keep_best(name, value)
+            for name, model, dtype in [
+                ("ours TL backend fp32", tl, "float32"),
+                ("ours HF backend fp32", hf, "float32"),
+                ("ours HF backend fp16", hf, "float16"),
+            ]:
+                out = work / f"{name.replace(' ', '_')}-{round_index}.h5"
+                seconds = timed(
+                    lambda m=model, d=dtype, o=out: write_cache(
+                        o, m, tokens, [HOOK], dtype=d, batch_size=args.batch_size, progress=False
+                    )
                 )
+                keep_best(name, tokens.size / seconds)
+                sizes[name] = folder_bytes(out) / tokens.size
+            sl_rate, sl_bytes = sae_lens_cache(
+                tl, tokens, args.batch_size, work / f"sae_lens-{round_index}"
             )
-            results[name] = tokens.size / seconds
-            sizes[name] = folder_bytes(out) / tokens.size
-        results.update(read_ratio(work))
-        for name, value in results.items():
-            print(f"{name:<40} {value:10.0f} tok/s", flush=True)
-        results["sae-lens CacheActivationsRunner fp32"], sl_bytes = sae_lens_cache(
-            tl, tokens, args.batch_size, work / "sae_lens"
-        )
-        sizes["sae-lens CacheActivationsRunner fp32"] = sl_bytes / tokens.size
+            keep_best("sae-lens CacheActivationsRunner fp32", sl_rate)
+            sizes["sae-lens CacheActivationsRunner fp32"] = sl_bytes / tokens.size
+        for name, value in read_ratio(work).items():
+            keep_best(name, value)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
