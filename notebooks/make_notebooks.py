@@ -282,6 +282,8 @@ def main() -> None:
     paths = []
     for name, cells in NOTEBOOKS.items():
         notebook = new_notebook(cells=cells)
+        for index, cell in enumerate(notebook.cells):  # stable ids: regenerating changes no line
+            cell.id = f"{name[:2]}-{index:02d}"
         notebook.metadata["kernelspec"] = {
             "name": "python3",
             "display_name": "Python 3",
