@@ -11,26 +11,22 @@ Names are imported on first use, so importing the config does not import torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from saesteer.lazy import lazy_exports
 
 _EXPORTS = {
-    "AuditConfig": "saesteer.audit.config",
-    "NEUTRAL_PROMPTS": "saesteer.audit.config",
-    "AuditResult": "saesteer.audit.run",
-    "run_audit": "saesteer.audit.run",
-    "describe_code": "saesteer.audit.describe",
-    "nearest_latents": "saesteer.audit.describe",
-    "next_token_kl": "saesteer.audit.metrics",
-    "perplexity": "saesteer.audit.metrics",
-    "ngram_repetition": "saesteer.audit.metrics",
-    "render_html": "saesteer.audit.report",
-    "strength_curve": "saesteer.audit.plot",
+    "AuditConfig": "config",
+    "NEUTRAL_PROMPTS": "config",
+    "AuditResult": "run",
+    "run_audit": "run",
+    "describe_code": "describe",
+    "nearest_latents": "describe",
+    "next_token_kl": "metrics",
+    "perplexity": "metrics",
+    "ngram_repetition": "metrics",
+    "render_html": "report",
+    "strength_curve": "plot",
 }
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'saesteer.audit' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -10,8 +10,7 @@ Names load lazily, so `import saesteer.features.config` (the CLI) does not impor
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from saesteer.lazy import lazy_exports
 
 _EXPORTS = {
     "FeaturesConfig": "config",
@@ -31,7 +30,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'saesteer.features' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"saesteer.features.{_EXPORTS[name]}"), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

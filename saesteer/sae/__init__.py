@@ -9,36 +9,32 @@ Names are imported on first use, so importing a config dataclass does not import
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from saesteer.lazy import lazy_exports
 
 _EXPORTS = {
-    "ARCHITECTURES": "saesteer.sae.configs",
-    "TrainSAEConfig": "saesteer.sae.configs",
-    "EvalSAEConfig": "saesteer.sae.configs",
-    "SAE": "saesteer.sae.model",
-    "SAEConfig": "saesteer.sae.model",
-    "train_sae": "saesteer.sae.trainer",
-    "TrainResult": "saesteer.sae.trainer",
-    "NonFiniteError": "saesteer.sae.trainer",
-    "save_sae": "saesteer.sae.io",
-    "load_sae": "saesteer.sae.io",
-    "sae_checksum": "saesteer.sae.io",
-    "evaluate_spliced": "saesteer.sae.evals",
-    "reconstruction_metrics": "saesteer.sae.evals",
-    "run_eval": "saesteer.sae.evals",
-    "to_saelens": "saesteer.sae.interop",
-    "from_saelens": "saesteer.sae.interop",
-    "load_pretrained": "saesteer.sae.interop",
-    "TensorSource": "saesteer.sae.data",
-    "ModelSource": "saesteer.sae.data",
-    "CacheSource": "saesteer.sae.cache_source",
-    "topk_autoencode": "saesteer.sae.sparse",
+    "ARCHITECTURES": "configs",
+    "TrainSAEConfig": "configs",
+    "EvalSAEConfig": "configs",
+    "SAE": "model",
+    "SAEConfig": "model",
+    "train_sae": "trainer",
+    "TrainResult": "trainer",
+    "NonFiniteError": "trainer",
+    "save_sae": "io",
+    "load_sae": "io",
+    "sae_checksum": "io",
+    "evaluate_spliced": "evals",
+    "reconstruction_metrics": "evals",
+    "run_eval": "evals",
+    "to_saelens": "interop",
+    "from_saelens": "interop",
+    "load_pretrained": "interop",
+    "TensorSource": "data",
+    "ModelSource": "data",
+    "CacheSource": "cache_source",
+    "topk_autoencode": "sparse",
 }
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'saesteer.sae' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)
