@@ -63,7 +63,30 @@ def _check_hooks(hooks: list[str], valid: list[str], extra_hint: str = "") -> No
         )
 
 
-class TransformerLensSource:
+class _ModelSource:
+    """What every model-backed source shares: its weights' checksum and a description for job.json."""
+
+    backend: str
+    model: Any
+    max_context: int
+
+    def extent(self) -> dict[str, Any]:
+        """How far the forward runs (backend-specific)."""
+        raise NotImplementedError
+
+    def weights_sha256(self) -> str:
+        return weights_sha256(self.model)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend,
+            "model_class": type(self.model).__name__,
+            **self.extent(),
+            "n_ctx": self.max_context,
+        }
+
+
+class TransformerLensSource(_ModelSource):
     """Activations of any per-token hook of a TransformerLens `HookedTransformer`."""
 
     backend = "transformer_lens"
@@ -96,23 +119,15 @@ class TransformerLensSource:
             )
         return store
 
-    def weights_sha256(self) -> str:
-        return weights_sha256(self.model)
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "backend": self.backend,
-            "model_class": type(self.model).__name__,
-            "stop_at_layer": self.stop_at_layer,
-            "n_ctx": self.max_context,
-        }
+    def extent(self) -> dict[str, Any]:
+        return {"stop_at_layer": self.stop_at_layer}
 
 
 class _StopForward(Exception):
     """Raised by the last needed layer's hook to end the forward early."""
 
 
-class HFResidualSource:
+class HFResidualSource(_ModelSource):
     """`blocks.{l}.hook_resid_pre|post` of a Hugging Face decoder (`model.model.layers`), stopped early."""
 
     backend = "hf_residual"
@@ -184,16 +199,8 @@ class HFResidualSource:
 
         return hook
 
-    def weights_sha256(self) -> str:
-        return weights_sha256(self.model)
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "backend": self.backend,
-            "model_class": type(self.model).__name__,
-            "last_layer": self.last_layer,
-            "n_ctx": self.max_context,
-        }
+    def extent(self) -> dict[str, Any]:
+        return {"last_layer": self.last_layer}
 
 
 def make_source(model: Any, hooks: list[str]) -> Any:
