@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
         module = importlib.import_module(f"saesteer.commands.{name.replace('-', '_')}")
         command = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(command)
+        command.add_argument("--debug", action="store_true", help="show tracebacks on errors")
         command.set_defaults(_run=module.run)
     return parser
 
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except (ValueError, OSError, KeyError, RuntimeError) as error:
-        if getattr(args, "debug", False):
+        if args.debug:
             raise
         print(f"saesteer {args.command}: error: {error}", file=sys.stderr)
         return 2

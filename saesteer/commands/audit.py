@@ -12,7 +12,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from saesteer.config import add_config_arguments
 
     add_config_arguments(parser, AuditConfig)
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.epilog = (
         "Example: saesteer audit --steer codes/sentiment --alphas -2 1 2 4 --out audit/  "
         "(model, SAE and behaviour default to what the code was trained with)."

@@ -12,7 +12,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from saesteer.pipeline import PipelineConfig
 
     add_config_arguments(parser, PipelineConfig)
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
 def run(args: argparse.Namespace) -> int:

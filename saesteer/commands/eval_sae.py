@@ -13,7 +13,6 @@ HELP = "Evaluate an SAE: explained variance, L0, dead/dense latents, CE recovere
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser, EvalSAEConfig)
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -15,7 +15,6 @@ HELP = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser, FeaturesConfig)
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
 def run(args: argparse.Namespace) -> int:

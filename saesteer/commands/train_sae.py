@@ -14,7 +14,6 @@ HELP = "Train an SAE (relu | topk | batchtopk | jumprelu) from an activation cac
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser, TrainSAEConfig)
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
 def run(args: argparse.Namespace) -> int:
