@@ -97,9 +97,21 @@ def default_gguf_path() -> Path:
     return path
 
 
+_SHA256_MEMO: dict[tuple[str, int, int], str] = {}
+
+
+def _sha256_once(path: Path) -> str:
+    """sha256 of `path`, computed once per process per (size, mtime): loads re-verify for free."""
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _SHA256_MEMO:
+        _SHA256_MEMO[key] = sha256_file(path)
+    return _SHA256_MEMO[key]
+
+
 def _gguf_key() -> tuple[Path, str]:
     gguf = default_gguf_path()
-    return gguf, sha256_file(gguf)[:16]
+    return gguf, _sha256_once(gguf)[:16]
 
 
 def _manifest_ok(folder: Path) -> bool:
@@ -113,7 +125,7 @@ def _manifest_ok(folder: Path) -> bool:
             path = folder / name
             if not path.is_file() or path.stat().st_size != entry["size"]:
                 return False
-            if sha256_file(path) != entry["sha256"]:
+            if _sha256_once(path) != entry["sha256"]:
                 return False
     except (OSError, ValueError, KeyError, TypeError):
         return False
