@@ -246,3 +246,22 @@ def test_where_fires_is_exact_for_a_topk_sae(tiny_model, dense, tmp_path):
         torch.testing.assert_close(sparse.dense(np.arange(20)), z[:20])
         with pytest.raises(IndexError, match="latent must be in"):
             sparse.where_fires(D_SAE)
+
+
+def test_a_cache_of_another_model_is_refused(tiny_model, tmp_path):
+    from saesteer.features.pipeline import run_features
+    from saesteer.sae.io import save_sae
+
+    tokens = np.random.default_rng(1).integers(0, 5000, (2, CTX_LEN)).astype(np.int32)
+    other = write_cache(
+        tmp_path / "other.h5",
+        tiny_model[0],
+        tokens,
+        [HOOK],
+        attrs={"model_name": "smollm2-135m-instruct"},
+        progress=False,
+    )
+    sae_dir = save_sae(make_sae(), tmp_path / "sae")
+    config = FeaturesConfig(sae=str(sae_dir), cache=str(other), out=str(tmp_path / "f"))
+    with pytest.raises(ValueError, match="holds activations of 'smollm2-135m-instruct'"):
+        run_features(config)

@@ -26,7 +26,7 @@ N_PROMPT_LATENTS = 8
 
 def run_features(cfg: FeaturesConfig, progress: bool = True) -> Path:
     """Run a discovery job (module docstring); returns the output folder."""
-    from saesteer.models import load_model
+    from saesteer.models import MODEL_ALIASES, load_model
     from saesteer.sae.io import library_versions, load_sae, sae_checksum
 
     if not cfg.sae or not cfg.cache:
@@ -40,6 +40,14 @@ def run_features(cfg: FeaturesConfig, progress: bool = True) -> Path:
         )
     out = Path(cfg.out) if cfg.out else Path(cfg.sae) / "features"
     table = CachedActivations(cfg.cache, hook, cfg.max_tokens)
+    cached_model = str(table.reader.attrs.get("model_name") or "")
+    if cached_model and MODEL_ALIASES.get(cached_model, cached_model) != MODEL_ALIASES.get(
+        model_name, model_name
+    ):
+        raise ValueError(
+            f"The cache {cfg.cache} holds activations of {cached_model!r}, but the SAE reads "
+            f"{model_name!r}; pass a cache made with the SAE's model (or --model to override)."
+        )
     model, tokenizer = load_model(model_name, device=cfg.device)
     checksum = sae_checksum(sae)
     started = time.time()
