@@ -9,20 +9,25 @@ the model past the last requested hook.
 - `HFResidualSource` (a Hugging Face decoder-only model with `.model.layers`, e.g. Llama/SmolLM2):
   only `blocks.{l}.hook_resid_pre` (input of decoder layer l) and `blocks.{l}.hook_resid_post`
   (output of decoder layer l) — the same tensors TransformerLens names, computed by the HF modules
-  (equal to TransformerLens up to float rounding, ~1e-5 relative on SmolLM2). A forward hook on the
-  last needed layer stops the forward by raising, so later layers and the LM head never run. It is
-  faster than TransformerLens 3.9 on CPU, whose gated MLP copies its weights on every forward.
+  (equal to TransformerLens up to float rounding, ~1e-5 relative on SmolLM2). It runs a truncated
+  view of the HF model (the first n layers, no final norm, no LM head) and reads its
+  `hidden_states`: resid_pre l = hidden_states[l], resid_post l = hidden_states[l + 1]. It is faster
+  than TransformerLens 3.9 on CPU, whose gated MLP copies its weights on every forward, and
+  `compile_for(batch, length)` runs it through `torch.compile` (inductor, frozen weights): ~1.15×
+  faster again on CPU after a one-time compile of ~20–40 s (see benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
 
+import copy
 import re
+import warnings
 from collections import defaultdict
 from typing import Any
 
 import torch
 
-from activations_cache.format import weights_sha256
+from activations_cache.fingerprint import weights_sha256
 
 _BLOCK = re.compile(r"^blocks\.(\d+)\.")
 _RESID = re.compile(r"^blocks\.(\d+)\.hook_resid_(pre|post)$")
@@ -69,13 +74,15 @@ class _ModelSource:
     backend: str
     model: Any
     max_context: int
+    weights_module: torch.nn.Module  # whose state dict (under weight_prefixes) shapes the cache
+    weight_prefixes: list[str] | None = None
 
     def extent(self) -> dict[str, Any]:
         """How far the forward runs (backend-specific)."""
         raise NotImplementedError
 
     def weights_sha256(self) -> str:
-        return weights_sha256(self.model)
+        return weights_sha256(self.weights_module, self.weight_prefixes)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -104,6 +111,10 @@ class TransformerLensSource(_ModelSource):
         self.stop_at_layer = (max(blocks) + 1 if blocks else 0) if embed_only else None
         self.max_context = int(model.cfg.n_ctx)
         self.device = model.cfg.device
+        self.weights_module = model
+        if self.stop_at_layer is not None:  # only what the truncated forward runs shapes the cache
+            blocks = (f"blocks.{i}." for i in range(self.stop_at_layer))
+            self.weight_prefixes = ["embed.", "pos_embed.", *blocks]
 
     def __call__(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
         store: dict[str, torch.Tensor] = {}
@@ -123,10 +134,6 @@ class TransformerLensSource(_ModelSource):
         return {"stop_at_layer": self.stop_at_layer}
 
 
-class _StopForward(Exception):
-    """Raised by the last needed layer's hook to end the forward early."""
-
-
 class HFResidualSource(_ModelSource):
     """`blocks.{l}.hook_resid_pre|post` of a Hugging Face decoder (`model.model.layers`), stopped early."""
 
@@ -139,10 +146,7 @@ class HFResidualSource(_ModelSource):
                 f"{type(model).__name__} has no `.model.layers`; the HF fast path supports decoder "
                 "models like Llama/SmolLM2. Pass a TransformerLens HookedTransformer instead."
             )
-        self.model = model
-        self.base = base
-        self.layers = base.layers
-        n_layers = len(self.layers)
+        n_layers = len(base.layers)
         valid = [f"blocks.{i}.hook_resid_{w}" for i in range(n_layers) for w in ("pre", "post")]
         _check_hooks(
             hooks,
@@ -150,57 +154,85 @@ class HFResidualSource(_ModelSource):
             " The Hugging Face fast path caches only the residual stream; "
             "use the TransformerLens backend for other hooks.",
         )
+        self.model = model
         self.hooks = list(hooks)
-        self.targets = [(h, int(m.group(1)), m.group(2)) for h in hooks if (m := _RESID.match(h))]
-        self.last_layer = max(layer for _, layer, _ in self.targets)
+        # hidden_states index of each hook: resid_pre l = input of layer l, resid_post l = its output
+        self.index = {
+            h: int(m.group(1)) + (m.group(2) == "post") for h in hooks if (m := _RESID.match(h))
+        }
+        self.n_run = max(self.index.values())
+        self.view = _truncated_view(base, self.n_run)
+        self.weights_module = self.view
         self.max_context = int(getattr(model.config, "max_position_embeddings", 1 << 30))
         self.device = next(model.parameters()).device
+        self.compiled: Any = None
+        self.static_shape: tuple[int, int] = (0, 0)
+        self.compile_fallback = False
+
+    def _run(self, tokens: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = self.view(input_ids=tokens, use_cache=False, output_hidden_states=True)
+        # inputs of the n_run layers, then the output of the last (the final norm is the identity)
+        states = (*out.hidden_states[: self.n_run], out.last_hidden_state)
+        return tuple(states[self.index[h]] for h in self.hooks)
+
+    def compile_for(self, batch_size: int, context_len: int, *, fallback: bool = False) -> None:
+        """Run batches of ≤ `batch_size` × `context_len` tokens through `torch.compile` (padded to
+        one static shape, so it compiles once, at the first batch); other shapes (the width probe)
+        stay eager. `fallback`: if compiling fails, warn and stay eager instead of raising."""
+        self.compiled = torch.compile(self._run, dynamic=False, options={"freezing": True})
+        self.static_shape = (batch_size, context_len)
+        self.compile_fallback = fallback
+
+    def _run_compiled(self, tokens: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        n = tokens.shape[0]
+        padded = tokens.new_zeros(self.static_shape)  # the last, short batch: rows are independent
+        padded[:n] = tokens
+        try:
+            return tuple(a[:n] for a in self.compiled(padded))
+        except Exception as error:  # inductor needs a C++ compiler; any failure is at first use
+            if not self.compile_fallback:
+                raise
+            warnings.warn(
+                f"torch.compile of the forward failed ({type(error).__name__}: {error}); "
+                "continuing with the eager forward (same values up to float rounding).",
+                stacklevel=2,
+            )
+            self.compiled = None
+            return self._run(tokens)
 
     def __call__(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
-        store: dict[str, torch.Tensor] = {}
-        handles = []
-        stop_after_pre = all(
-            not (layer == self.last_layer and where == "post") for _, layer, where in self.targets
-        )
-        for name, layer, where in self.targets:
-            stop = layer == self.last_layer and (where == "post" or stop_after_pre)
-            module = self.layers[layer]
-            if where == "pre":
-                handles.append(
-                    module.register_forward_pre_hook(self._pre(name, store, stop), with_kwargs=True)
-                )
+        tokens = tokens.to(self.device)
+        n, length = tokens.shape
+        with torch.inference_mode():
+            if self.compiled is None or n > self.static_shape[0] or length != self.static_shape[1]:
+                acts = self._run(tokens)
             else:
-                handles.append(module.register_forward_hook(self._post(name, store, stop)))
-        try:
-            with torch.inference_mode():
-                self.base(input_ids=tokens.to(self.device), use_cache=False)
-        except _StopForward:
-            pass
-        finally:
-            for handle in handles:
-                handle.remove()
-        return store
-
-    @staticmethod
-    def _pre(name: str, store: dict, stop: bool):
-        def hook(module: Any, args: tuple, kwargs: dict) -> None:
-            store[name] = args[0] if args else kwargs["hidden_states"]
-            if stop:
-                raise _StopForward
-
-        return hook
-
-    @staticmethod
-    def _post(name: str, store: dict, stop: bool):
-        def hook(module: Any, args: tuple, output: Any) -> None:
-            store[name] = output[0] if isinstance(output, tuple) else output
-            if stop:
-                raise _StopForward
-
-        return hook
+                acts = self._run_compiled(tokens)
+        return dict(zip(self.hooks, acts, strict=True))
 
     def extent(self) -> dict[str, Any]:
-        return {"last_layer": self.last_layer}
+        return {"layers_run": self.n_run, "compiled": self.compiled is not None}
+
+
+def _truncated_view(base: Any, n_layers: int) -> Any:
+    """A shallow copy of the HF decoder `base` that shares its weights but runs only its first
+    `n_layers` layers, with the final norm replaced by the identity (so the last hidden state is
+    the residual stream after layer n_layers − 1)."""
+    # Recent transformers record hidden_states by hooks it installs on the layers once per model, on
+    # first use; install them on `base` now, so the view (a copy, flag included) never adds twins.
+    with torch.inference_mode():
+        first = next(base.parameters())
+        base(
+            input_ids=torch.zeros(1, 1, dtype=torch.long, device=first.device),
+            output_hidden_states=True,
+        )
+    view = copy.copy(base)
+    view._modules = dict(base._modules)
+    view._modules["layers"] = base.layers[:n_layers]
+    view._modules["norm"] = torch.nn.Identity()
+    view.config = copy.deepcopy(base.config)
+    view.config.num_hidden_layers = n_layers
+    return view
 
 
 def make_source(model: Any, hooks: list[str]) -> Any:

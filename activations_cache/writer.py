@@ -55,6 +55,10 @@ from activations_cache.shards import (
 )
 from activations_cache.sources import make_source
 
+# Jobs at least this long compile the forward when compile="auto": the one-time compile (~20–40 s
+# on a 2-core CPU) costs less than the ~13 % it saves over ~370 s of forward at ~1,400 tok/s.
+COMPILE_MIN_TOKENS = 1 << 19
+
 # Fields of job.json that must match for `resume` (layout is compared separately).
 _FINGERPRINT_KEYS = (
     "hooks",
@@ -208,6 +212,7 @@ def write_cache(
     progress: bool = True,
     chunk_rows: int = 1024,
     shard_tokens: int = 32768,
+    compile: bool | str = "auto",
 ) -> Path:
     """Cache `hooks` activations of `model` on `tokens` [n_contexts, context_len] into HDF5 at `path`.
 
@@ -225,6 +230,10 @@ def write_cache(
             unfinished cache is an error. A complete cache is never rewritten.
         chunk_rows / shard_tokens: ≈ rows per HDF5 chunk / tokens per shard (rounded to whole
             contexts and batches; see `shards.CacheLayout`).
+        compile: run the forward through `torch.compile` (sources with `compile_for`: the HF
+            backend). "auto" compiles when the job has ≥ `COMPILE_MIN_TOKENS` tokens, where the
+            one-time compile (~20–40 s on CPU) is repaid, and falls back to eager with a warning if
+            compiling fails; True compiles (a failure is an error); False never does.
 
     Returns the path of the complete cache.
     """
@@ -245,6 +254,7 @@ def write_cache(
     layout = CacheLayout.plan(
         tokens.shape[0], tokens.shape[1], batch_size, chunk_rows, shard_tokens
     )
+    _configure_compile(source, compile, layout)
     expected = {
         "format_version": FORMAT_VERSION,
         "hooks": list(hooks),
@@ -305,6 +315,21 @@ def write_cache(
     return path
 
 
+def _configure_compile(source: Any, compile: bool | str, layout: CacheLayout) -> None:
+    """Turn on the source's compiled forward if `compile` asks for it (see `write_cache`)."""
+    if compile not in (True, False, "auto"):
+        raise ValueError(f"compile must be True, False or 'auto'; got {compile!r}.")
+    if not hasattr(source, "compile_for"):
+        if compile is True:
+            raise ValueError(
+                f"The {source.backend} backend has no compiled forward; use the Hugging Face "
+                "backend (residual-stream hooks of an HF model) or compile=False."
+            )
+        return
+    if compile is True or (compile == "auto" and layout.n_tokens >= COMPILE_MIN_TOKENS):
+        source.compile_for(layout.batch_size, layout.context_len, fallback=compile == "auto")
+
+
 def _compute_shards(
     source: Any,
     tokens: np.ndarray,
@@ -324,6 +349,8 @@ def _compute_shards(
 
         n_contexts = sum(c1 - c0 for c0, c1 in map(layout.shard_contexts_range, todo))
         bar = tqdm(total=n_contexts * layout.context_len, unit="tok", desc="caching")
+        if getattr(source, "compiled", None) is not None:
+            bar.set_postfix_str("compiling the forward (once, ~30 s)")
     try:
         for shard in todo:
             c0, c1 = layout.shard_contexts_range(shard)
@@ -334,6 +361,7 @@ def _compute_shards(
                     _check_per_token(hook, acts[hook], b1 - b0, layout.context_len)
                 writer.put((shard, {h: acts[h].detach() for h in source.hooks}, b1 == c1))
                 if bar is not None:
+                    bar.set_postfix_str("")
                     bar.update((b1 - b0) * layout.context_len)
     finally:
         writer.inbox.put(None)

@@ -65,3 +65,48 @@ def test_hf_fast_path_lists_its_hooks(default_hf_model):
         UnknownHookError, match=r"blocks\.\{0\.\.29\}\.hook_resid_pre.*TransformerLens backend"
     ):
         HFResidualSource(default_hf_model, ["blocks.3.hook_mlp_out"])
+
+
+def test_compiled_hf_forward_equals_eager_within_float_error(default_hf_model, tmp_path):
+    """torch.compile (inductor, frozen weights) computes the same residual stream; the last, short
+    batch is padded to the compiled shape, and the width probe's other shapes stay eager."""
+    tokens = np.random.default_rng(0).integers(0, 49152, size=(5, 16), dtype=np.int32)
+    hooks = ["blocks.0.hook_resid_pre", "blocks.1.hook_resid_post"]
+    caches = {
+        compiled: write_cache(
+            tmp_path / f"compiled-{compiled}.h5",
+            default_hf_model,
+            tokens,
+            hooks,
+            batch_size=2,
+            progress=False,
+            compile=compiled,
+        )
+        for compiled in (False, True)
+    }
+    with open_cache(caches[False]) as eager, open_cache(caches[True]) as compiled:
+        assert compiled.attrs["source"]["compiled"] and not eager.attrs["source"]["compiled"]
+        assert compiled.attrs["model_weights_sha256"] == eager.attrs["model_weights_sha256"]
+        for hook in hooks:
+            torch.testing.assert_close(
+                compiled.read(hook, range(compiled.n_tokens)),
+                eager.read(hook, range(eager.n_tokens)),
+                rtol=1e-5,
+                atol=1e-4,
+            )
+
+
+def test_weights_checksum_covers_only_the_layers_that_run(default_hf_model):
+    """Layers above the last hook do not shape the cache, so they are not hashed; layers below are."""
+    low, high = default_hf_model.model.layers[1], default_hf_model.model.layers[5]
+    source = HFResidualSource(default_hf_model, ["blocks.2.hook_resid_post"])
+    before = source.weights_sha256()
+    with torch.no_grad():
+        high.mlp.down_proj.weight.mul_(2)
+        assert source.weights_sha256() == before
+        low.mlp.down_proj.weight.mul_(2)
+        changed = source.weights_sha256()
+        low.mlp.down_proj.weight.div_(2)
+        high.mlp.down_proj.weight.div_(2)
+    assert changed != before
+    assert source.weights_sha256() == before
