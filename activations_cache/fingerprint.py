@@ -24,6 +24,7 @@ from collections.abc import Sequence
 import torch
 
 _MEMO: dict[tuple, tuple[tuple[weakref.ref, ...], str]] = {}
+_MEMO_SIZE = 4  # digests kept: a few models (or layer ranges) per process
 
 
 def _selected(
@@ -55,7 +56,8 @@ def weights_sha256(module: torch.nn.Module, prefixes: Sequence[str] | None = Non
         ref() is not t for ref, (_, t) in zip(alive, entries, strict=False)
     ):
         digest = _digest(entries)
-        _MEMO.clear()  # keep one model's digest: enough for repeated caches of the same model
+        if len(_MEMO) >= _MEMO_SIZE:
+            del _MEMO[next(iter(_MEMO))]  # the oldest
         _MEMO[key] = (tuple(weakref.ref(t) for _, t in entries), digest)
     return digest
 

@@ -179,9 +179,11 @@ class HFResidualSource(_ModelSource):
         """Run batches of ≤ `batch_size` × `context_len` tokens through `torch.compile` (padded to
         one static shape, so it compiles once, at the first batch); other shapes (the width probe)
         stay eager. `fallback`: if compiling fails, warn and stay eager instead of raising."""
+        self.compile_fallback = fallback
+        if self.compiled is not None and self.static_shape == (batch_size, context_len):
+            return  # already compiled for this shape (a source reused across caches)
         self.compiled = torch.compile(self._run, dynamic=False, options={"freezing": True})
         self.static_shape = (batch_size, context_len)
-        self.compile_fallback = fallback
 
     def _run_compiled(self, tokens: torch.Tensor) -> tuple[torch.Tensor, ...]:
         n = tokens.shape[0]
