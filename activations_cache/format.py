@@ -1,17 +1,21 @@
 """The on-disk contract of an activation cache: names, dtypes, checksums, errors.
 
-A finished cache is one HDF5 file (see docs/cache_format.md for the full description):
+A finished cache is one HDF5 file (see docs/cache_format.md for the full description), format 2:
 
     tokens                     [n_tokens] int32              token ids, context after context
     meta/position              [n_tokens] int32              position of the token in its context
     meta/<name>                [n_tokens]                    per-token metadata given by the caller
-    acts/<hook>                [n_tokens, d_model] storage   chunked by `chunk_rows` rows
-    norms/<hook>               [n_tokens] float32            ‖x‖₂ of each stored row (decoded to fp32)
+    acts/<hook>                [n_tokens, d_model] storage   chunked by `chunk_rows` rows, uncompressed
     stats/<hook>/mean          [d_model] float64             mean of the stored rows (decoded to fp32)
     checksums/<hook>           [n_chunks] S64                sha256 hex of each chunk's stored bytes
 
 Chunk c of a hook covers rows [c·chunk_rows, min((c+1)·chunk_rows, n_tokens)); its checksum is
 sha256(acts[rows].tobytes()) in the storage dtype, C order, little-endian.
+
+`tokens` and `meta/*` are stored with HDF5's shuffle + gzip level 1 filters (read transparently by
+any h5py) in chunks of min(n_tokens, max(chunk_rows, 65536)) rows; `acts` stays uncompressed so a
+random chunk read is one plain read. Row norms ‖x_i‖₂ are computed from `acts` when asked for
+(format 1 files stored them as `norms/<hook>` [n_tokens] float32 and are still read).
 
 bfloat16 has no HDF5 type: it is stored as uint16 holding the upper 16 bits of the float32 pattern
 (`storage_dtype` attribute "bfloat16"); decode with `(u16.astype(np.uint32) << 16).view(np.float32)`.
@@ -27,7 +31,9 @@ import numpy as np
 import torch
 
 FORMAT_NAME = "saesteer-activations-cache"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # format 1 also stored norms/<hook> and uncompressed tokens/meta
+PER_TOKEN_CHUNK_ROWS = 65536  # rows per chunk of tokens and meta/* (at least chunk_rows)
 STORAGE_DTYPES = ("float32", "float16", "bfloat16")
 JSON_ATTRS_KEY = "json_attrs"
 # Root attributes written by the library (callers' attrs may not use these names).
@@ -107,7 +113,9 @@ def encode(acts: torch.Tensor, dtype: str) -> np.ndarray:
 def decode(stored: np.ndarray, dtype: str) -> np.ndarray:
     """Storage array [n, d] → float32 numpy array [n, d] (exact: every stored value is a float32)."""
     if dtype == "bfloat16":
-        return (stored.astype(np.uint32) << 16).view(np.float32)
+        bits = stored.astype(np.uint32)
+        bits <<= 16
+        return bits.view(np.float32)
     return stored.astype(np.float32, copy=False)
 
 

@@ -8,10 +8,13 @@ consecutive groups of `window_chunks` chunks of π form windows; each window's r
 with perm_{seed,epoch,w}; the epoch's row stream is the concatenation of the permuted windows and
 batch b is stream[b·B, (b+1)·B). Every token appears exactly once per epoch; a batch mixes rows
 of up to 2·window_chunks random chunks. `start_batch` skips whole windows without reading them.
+A window's chunks are read, in the storage dtype, into one buffer reused for every window; each
+batch is then one gather `buffer[perm_w[i:j]]` (per window it spans) into a new array, decoded to
+float32 (no copy for float32 storage), so no batch is a view into the reused buffer.
 
 DDP: with `rank`/`world_size`, rank r yields rows [⌊r·m/W⌋, ⌊(r+1)·m/W⌋) of each global batch of
 m rows (m = B except possibly the last batch): the ranks' slices are disjoint, their union is the
-global batch, and every rank sees the same number of batches.
+global batch, and every rank sees the same number of batches. A rank gathers only its own rows.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import torch
 
 from activations_cache.format import (
     FORMAT_NAME,
-    FORMAT_VERSION,
+    READABLE_VERSIONS,
     CorruptCacheError,
     IncompleteCacheError,
     decode,
@@ -61,7 +64,8 @@ class CacheReader:
         self._verified: set[tuple[str, int]] = set()
         self._check_finished()
         try:
-            self.file = h5py.File(path, "r")
+            # Every read is of whole chunks, read once: HDF5's chunk cache would only add a copy.
+            self.file = h5py.File(path, "r", rdcc_nbytes=0)
         except OSError as error:
             raise CorruptCacheError(
                 f"{path} is not a readable HDF5 file ({error}); it is truncated or damaged. "
@@ -96,10 +100,10 @@ class CacheReader:
             raise CorruptCacheError(
                 f"{self.path} is not an activations cache (no format={FORMAT_NAME!r} attribute)."
             )
-        if self.attrs.get("format_version", 0) > FORMAT_VERSION:
+        if self.attrs.get("format_version") not in READABLE_VERSIONS:
             raise CorruptCacheError(
-                f"{self.path} has format version {self.attrs['format_version']}; "
-                f"this library reads ≤ {FORMAT_VERSION}: upgrade saesteer."
+                f"{self.path} has format version {self.attrs.get('format_version')}; this library "
+                f"reads versions {list(READABLE_VERSIONS)} (a newer file needs a newer saesteer)."
             )
         if not self.attrs.get("complete", False):
             raise IncompleteCacheError(
@@ -147,8 +151,16 @@ class CacheReader:
         }
 
     def norms(self, hook: str) -> np.ndarray:
-        """‖x_i‖₂ of every stored row [n_tokens] float32."""
-        return self.file[f"norms/{self._check_hook(hook)}"][()]
+        """‖x_i‖₂ of every stored row (decoded to float32) [n_tokens] float32.
+
+        Computed chunk by chunk from acts/<hook> (checksum-verified reads); a format-1 file's stored
+        `norms/<hook>` (the same values) is read instead.
+        """
+        if f"norms/{self._check_hook(hook)}" in self.file:
+            return self.file[f"norms/{hook}"][()]
+        return np.concatenate(
+            [np.linalg.norm(self.read_chunk(hook, c), axis=1) for c in range(self.n_chunks)]
+        )
 
     # ------------------------------------------------------------------ chunk access
 
@@ -162,11 +174,19 @@ class CacheReader:
 
     def read_chunk(self, hook: str, chunk: int) -> np.ndarray:
         """Rows of chunk `chunk` [≤ chunk_rows, d] float32 (checksum-verified on first read)."""
+        return decode(self._read_stored(hook, chunk), self.storage_dtype)
+
+    def _read_stored(self, hook: str, chunk: int, out: np.ndarray | None = None) -> np.ndarray:
+        """Chunk `chunk` in the storage dtype, read into `out` (C-contiguous, [chunk length, d]) or
+        a new array; its checksum is checked on the first read."""
         r0 = chunk * self.chunk_rows
-        stored = self._acts(hook)[r0 : min(r0 + self.chunk_rows, self.n_tokens)]
+        acts = self._acts(hook)
+        if out is None:
+            out = np.empty((self._chunk_len(chunk), acts.shape[1]), acts.dtype)
+        acts.read_direct(out, np.s_[r0 : r0 + len(out)])
         if self.verify_reads and (hook, chunk) not in self._verified:
-            self._verify_chunk(hook, chunk, stored)
-        return decode(stored, self.storage_dtype)
+            self._verify_chunk(hook, chunk, out)
+        return out
 
     def _verify_chunk(self, hook: str, chunk: int, stored: np.ndarray) -> None:
         if sha256_array(stored).encode() != self._checksums[hook][chunk]:
@@ -214,9 +234,7 @@ class CacheReader:
 
     def sequential_batches(self, hook: str, batch_size: int) -> Iterator[torch.Tensor]:
         """Batches [≤ batch_size, d] float32 in token order (the last may be shorter)."""
-        return _batches(
-            (self.read_chunk(hook, c) for c in range(self.n_chunks)), batch_size, 0, 0, 1
-        )
+        return _batches((self.read_chunk(hook, c) for c in range(self.n_chunks)), batch_size)
 
     def shuffled_batches(
         self,
@@ -233,24 +251,48 @@ class CacheReader:
         """Deterministic shuffled batches (see module docstring); resume mid-epoch with `start_batch`."""
         if not 0 <= rank < world_size:
             raise ValueError(f"rank must be in [0, world_size={world_size}); got {rank}.")
-        self._check_hook(hook)
+        _check_batch_size(batch_size)
+        acts = self._acts(hook)
         order = np.random.default_rng([seed, epoch]).permutation(self.n_chunks)
         windows = [order[i : i + window_chunks] for i in range(0, self.n_chunks, window_chunks)]
-        skip_rows = start_batch * batch_size
-        first, row = 0, 0  # first window that holds row `skip_rows`, and its first stream row
-        for window in windows:
-            size = sum(self._chunk_len(c) for c in window)
-            if row + size > skip_rows:
-                break
-            first, row = first + 1, row + size
+        ends = np.cumsum([sum(self._chunk_len(c) for c in window) for window in windows])
 
-        def blocks() -> Iterator[np.ndarray]:
-            for w in range(first, len(windows)):
-                rows = np.concatenate([self.read_chunk(hook, int(c)) for c in windows[w]])
-                perm = np.random.default_rng([seed, epoch, w]).permutation(len(rows))
-                yield np.take(rows, perm, axis=0, out=np.empty_like(rows))
+        def batches() -> Iterator[torch.Tensor]:
+            d = acts.shape[1]
+            buffer = np.empty((min(window_chunks * self.chunk_rows, self.n_tokens), d), acts.dtype)
+            w, perm = -1, np.empty(0, dtype=np.int64)  # the window in `buffer`, and its row order
+            for b0 in range(start_batch * batch_size, self.n_tokens, batch_size):
+                m = min(batch_size, self.n_tokens - b0)
+                lo, hi = b0 + rank * m // world_size, b0 + (rank + 1) * m // world_size
+                out = np.empty((hi - lo, d), acts.dtype)
+                row = lo  # this rank's part of the batch is stream rows [lo, hi)
+                while row < hi:
+                    if (holder := int(np.searchsorted(ends, row, side="right"))) != w:
+                        w = holder
+                        perm = self._read_window(hook, windows[w], buffer, seed, epoch, w)
+                    start, end = int(ends[w]) - len(perm), min(hi, int(ends[w]))
+                    np.take(
+                        buffer,
+                        perm[row - start : end - start],
+                        axis=0,
+                        out=out[row - lo : end - lo],
+                        mode="clip",  # indices are valid; "raise" would gather into a temporary
+                    )
+                    row = end
+                yield torch.from_numpy(decode(out, self.storage_dtype))
 
-        return _batches(blocks(), batch_size, skip_rows - row, rank, world_size)
+        return batches()
+
+    def _read_window(
+        self, hook: str, chunks: np.ndarray, buffer: np.ndarray, seed: int, epoch: int, w: int
+    ) -> np.ndarray:
+        """Read window `w`'s chunks into buffer[:n] in order; return its row order perm_{seed,epoch,w}(n)."""
+        n = 0
+        for chunk in chunks:
+            size = self._chunk_len(int(chunk))
+            self._read_stored(hook, int(chunk), buffer[n : n + size])
+            n += size
+        return np.random.default_rng([seed, epoch, w]).permutation(n)
 
     def _chunk_len(self, chunk: int) -> int:
         return min(self.chunk_rows, self.n_tokens - chunk * self.chunk_rows)
@@ -302,18 +344,17 @@ class CacheReader:
         )
 
 
-def _batches(
-    blocks: Iterator[np.ndarray], batch_size: int, skip: int, rank: int, world_size: int
-) -> Iterator[torch.Tensor]:
-    """Cut a stream of row blocks into batches of `batch_size` rows after skipping `skip` rows."""
+def _check_batch_size(batch_size: int) -> None:
     if batch_size < 1:
         raise ValueError(f"batch_size must be ≥ 1, got {batch_size}.")
+
+
+def _batches(blocks: Iterator[np.ndarray], batch_size: int) -> Iterator[torch.Tensor]:
+    """Cut a stream of row blocks into batches of `batch_size` rows (the last may be shorter)."""
+    _check_batch_size(batch_size)
     pending: list[np.ndarray] = []
     held = 0
     for block in blocks:
-        if skip:
-            dropped = min(skip, len(block))
-            block, skip = block[dropped:], skip - dropped
         pending.append(block)
         held += len(block)
         if held < batch_size:
@@ -321,15 +362,8 @@ def _batches(
         rows = pending[0] if len(pending) == 1 else np.concatenate(pending)  # no copy if whole
         cut = (len(rows) // batch_size) * batch_size
         for b0 in range(0, cut, batch_size):
-            yield _rank_slice(rows[b0 : b0 + batch_size], rank, world_size)
+            yield torch.from_numpy(rows[b0 : b0 + batch_size])
         pending = [rows[cut:]] if cut < len(rows) else []
         held = len(rows) - cut
     if held:
-        yield _rank_slice(np.concatenate(pending), rank, world_size)
-
-
-def _rank_slice(batch: np.ndarray, rank: int, world_size: int) -> torch.Tensor:
-    m = len(batch)
-    return torch.from_numpy(
-        np.ascontiguousarray(batch[(rank * m) // world_size : ((rank + 1) * m) // world_size])
-    )
+        yield torch.from_numpy(np.concatenate(pending))

@@ -6,6 +6,8 @@
         shard-000001.h5        checksums/<hook> — each written to a temporary name and renamed, so a
         ...                    shard file either exists whole or not at all
 
+The shards' norms and sums feed the merged file's stats/<hook>; the merged file keeps neither.
+
 Layout: contexts are cut into shards of `shard_contexts` contexts, a multiple of both the forward
 `batch_size` and `contexts_per_chunk` (chunk_rows = contexts_per_chunk · context_len). So a resumed
 run recomputes exactly the same batches as an uninterrupted one, and chunk checksums never straddle

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
+
+import h5py
 import numpy as np
 import pytest
 import torch
 
-from activations_cache import ActivationDataset, open_cache, write_cache
+from activations_cache import ActivationDataset, CorruptCacheError, open_cache, write_cache
 
 HOOK = "blocks.0.hook_resid_post"
 
@@ -16,6 +19,25 @@ def reader(tiny_model, tmp_path_factory):
     """A cache of 40 contexts × 10 tokens (chunks of 20 rows, the last chunk of every shard whole)."""
     tokens = np.random.default_rng(3).integers(0, 5000, (40, 10)).astype(np.int32)
     path = tmp_path_factory.mktemp("reader") / "acts.h5"
+    write_cache(
+        path,
+        tiny_model[0],
+        tokens,
+        [HOOK],
+        batch_size=8,
+        chunk_rows=20,
+        shard_tokens=160,
+        progress=False,
+    )
+    with open_cache(path) as opened:
+        yield opened
+
+
+@pytest.fixture(scope="module")
+def ragged(tiny_model, tmp_path_factory):
+    """41 contexts × 10 tokens in chunks of 20 rows: the last chunk holds 10 rows."""
+    tokens = np.random.default_rng(4).integers(0, 5000, (41, 10)).astype(np.int32)
+    path = tmp_path_factory.mktemp("ragged") / "acts.h5"
     write_cache(
         path,
         tiny_model[0],
@@ -54,6 +76,14 @@ def test_shuffled_epoch_has_every_token_once_and_depends_on_seed(reader):
         range(reader.n_tokens)
     )
     assert not np.array_equal(ids, other_epoch)
+
+
+@pytest.mark.parametrize("seed", [1, 3, 8])
+def test_short_last_chunk_in_any_window(ragged, seed):
+    """21 chunks, windows of 4: the short chunk is in window 0 (seed 1), 1 (seed 3) or 5 (seed 8)."""
+    batches = list(ragged.shuffled_batches(HOOK, 48, seed=seed, window_chunks=4))
+    assert [len(b) for b in batches] == [48] * 8 + [26]
+    assert sorted(row_ids(ragged, batches)) == list(range(ragged.n_tokens))
 
 
 @pytest.mark.parametrize("start_batch", [1, 4, 6, 7])
@@ -99,6 +129,30 @@ def test_stats_match_numpy(reader):
     assert stats["mean_sq_norm"] == pytest.approx((norms**2).mean().item(), rel=1e-5)
     assert stats["norm_quantiles"][0.5] == pytest.approx(np.quantile(norms.numpy(), 0.5), rel=1e-5)
     assert stats["norm_quantiles"][1.0] == pytest.approx(norms.max().item(), rel=1e-5)
+
+
+def test_norms_are_computed_from_the_acts(reader):
+    expected = reader.read(HOOK, np.arange(reader.n_tokens)).numpy()
+    norms = reader.norms(HOOK)
+    assert norms.dtype == np.float32 and norms.shape == (reader.n_tokens,)
+    assert np.array_equal(norms, np.linalg.norm(expected, axis=1))
+    assert reader.stats(HOOK)["mean_norm"] == pytest.approx(norms.mean(dtype=np.float64), rel=1e-6)
+
+
+def test_format_1_file_is_read_with_its_stored_norms(reader, tmp_path):
+    """Format 1 stored norms/<hook>; such a file stays readable. Unknown versions are refused."""
+    old = tmp_path / "v1.h5"
+    shutil.copy(reader.path, old)
+    with h5py.File(old, "r+") as file:
+        file.attrs["format_version"] = 1
+        file.create_dataset(f"norms/{HOOK}", data=np.arange(reader.n_tokens, dtype=np.float32))
+    with open_cache(old, verify=True) as opened:
+        assert np.array_equal(opened.norms(HOOK), np.arange(reader.n_tokens, dtype=np.float32))
+        assert torch.equal(opened.read(HOOK, [7, 3]), reader.read(HOOK, [7, 3]))
+    with h5py.File(old, "r+") as file:
+        file.attrs["format_version"] = 3
+    with pytest.raises(CorruptCacheError, match=r"format version 3.*newer saesteer"):
+        open_cache(old)
 
 
 def test_dataloader_prefetches_the_same_batches(reader):

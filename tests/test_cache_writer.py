@@ -101,6 +101,11 @@ def test_file_is_self_describing_with_plain_h5py(fp32_cache, tokens):
             file["meta/doc_id"].shape == (tokens.size,) and file["meta/special_mask"].dtype == bool
         )
         assert len(file["checksums/blocks.0.hook_resid_post"]) == tokens.size // 32
+        assert attrs["format_version"] == 2 and "norms" not in file  # norms come from the acts
+        for name in ("tokens", "meta/position", "meta/doc_id", "meta/special_mask"):
+            assert (file[name].compression, file[name].shuffle) == ("gzip", True), name
+            assert file[name].chunks == (tokens.size,)  # min(n_tokens, max(chunk_rows, 65536))
+        assert file["acts/blocks.0.hook_resid_post"].compression is None
     assert not partial_dir(fp32_cache).exists()
 
 
@@ -113,8 +118,18 @@ def test_16bit_storage_within_dtype_tolerance(tiny_model, tokens, tmp_path, dtyp
             got = reader.read(hook, np.arange(tokens.size))
             torch.testing.assert_close(got, expected[hook], atol=atol, rtol=1e-2)
             assert torch.equal(got, expected[hook].to(getattr(torch, dtype)).float())
-        stored = reader.read(HOOKS[0], np.arange(tokens.size)).double()
-        torch.testing.assert_close(reader.stats(HOOKS[0])["mean"], stored.mean(0).float())
+        stored = reader.read(HOOKS[0], np.arange(tokens.size))
+        torch.testing.assert_close(reader.stats(HOOKS[0])["mean"], stored.double().mean(0).float())
+        shuffled = torch.cat(list(reader.shuffled_batches(HOOKS[0], 50, seed=0, window_chunks=2)))
+        assert shuffled.dtype == torch.float32 and torch.equal(
+            sorted_rows(shuffled), sorted_rows(stored)
+        )
+        assert np.array_equal(reader.norms(HOOKS[0]), np.linalg.norm(stored.numpy(), axis=1))
+
+
+def sorted_rows(rows: torch.Tensor) -> torch.Tensor:
+    """Rows in lexicographic order (equal multisets of rows give equal results)."""
+    return rows[np.lexsort(rows.numpy().T[::-1])]
 
 
 def test_complete_cache_is_never_rewritten(tiny_model, tokens, fp32_cache):
