@@ -129,18 +129,6 @@ def chunk_checksums(stored: np.ndarray, chunk_rows: int) -> list[str]:
     return [sha256_array(stored[i : i + chunk_rows]) for i in range(0, len(stored), chunk_rows)]
 
 
-def weights_sha256(module: torch.nn.Module) -> str:
-    """sha256 over a module's state dict: for each entry sorted by name, name · dtype · shape · bytes."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        tensor = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        if tensor.dtype == torch.bfloat16:
-            tensor = tensor.view(torch.int16)
-        digest.update(tensor.numpy().tobytes() if tensor.numel() else b"")
-    return digest.hexdigest()
-
-
 def write_attrs(node: Any, attrs: dict[str, Any]) -> None:
     """Store attrs on an h5py node; dicts/lists (and None) go in as JSON strings listed in `json_attrs`."""
     encoded = json.loads(node.attrs.get(JSON_ATTRS_KEY, "[]"))
