@@ -12,9 +12,10 @@ the model past the last requested hook.
   (equal to TransformerLens up to float rounding, ~1e-5 relative on SmolLM2). It runs a truncated
   view of the HF model (the first n layers, no final norm, no LM head) and reads its
   `hidden_states`: resid_pre l = hidden_states[l], resid_post l = hidden_states[l + 1]. It is faster
-  than TransformerLens 3.9 on CPU, whose gated MLP copies its weights on every forward, and
-  `compile_for(batch, length)` runs it through `torch.compile` (inductor, frozen weights): ~1.15×
-  faster again on CPU after a one-time compile of ~20–40 s (see benchmarks/RESULTS.md).
+  than TransformerLens 3.9 on CPU, whose gated MLP copies its weights on every forward; on a CPU its
+  float32 linears run through oneDNN on pre-packed weights (`packed_linear`, ~1.15×), and
+  `compile_for(batch, length)` runs it through `torch.compile` (inductor): ~1.1×
+  faster again after a one-time compile of ~10–40 s (see benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 
 import torch
 
+from activations_cache import packed_linear as packed
 from activations_cache.fingerprint import weights_sha256
 
 _BLOCK = re.compile(r"^blocks\.(\d+)\.")
@@ -139,7 +141,9 @@ class HFResidualSource(_ModelSource):
 
     backend = "hf_residual"
 
-    def __init__(self, model: Any, hooks: list[str]):
+    def __init__(self, model: Any, hooks: list[str], *, packed_linears: bool | None = None):
+        """`packed_linears`: run float32 linears through oneDNN on pre-packed weights (see
+        `packed_linear`); None = where it helps: a float32 model on the CPU with oneDNN."""
         base = getattr(model, "model", None)
         if base is None or not hasattr(base, "layers"):
             raise ValueError(
@@ -164,13 +168,20 @@ class HFResidualSource(_ModelSource):
         self.view = _truncated_view(base, self.n_run)
         self.weights_module = self.view
         self.max_context = int(getattr(model.config, "max_position_embeddings", 1 << 30))
-        self.device = next(model.parameters()).device
+        first = next(model.parameters())
+        self.device = first.device
+        if packed_linears is None:
+            packed_linears = (
+                first.device.type == "cpu" and first.dtype == torch.float32 and packed.available()
+            )
+        self.packed_linears = packed_linears
+        self.runner = packed.with_packed_linears(self.view) if packed_linears else self.view
         self.compiled: Any = None
         self.static_shape: tuple[int, int] = (0, 0)
         self.compile_fallback = False
 
     def _run(self, tokens: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        out = self.view(input_ids=tokens, use_cache=False, output_hidden_states=True)
+        out = self.runner(input_ids=tokens, use_cache=False, output_hidden_states=True)
         # inputs of the n_run layers, then the output of the last (the final norm is the identity)
         states = (*out.hidden_states[: self.n_run], out.last_hidden_state)
         return tuple(states[self.index[h]] for h in self.hooks)
@@ -182,7 +193,7 @@ class HFResidualSource(_ModelSource):
         self.compile_fallback = fallback
         if self.compiled is not None and self.static_shape == (batch_size, context_len):
             return  # already compiled for this shape (a source reused across caches)
-        self.compiled = torch.compile(self._run, dynamic=False, options={"freezing": True})
+        self.compiled = torch.compile(self._run, dynamic=False)
         self.static_shape = (batch_size, context_len)
 
     def _run_compiled(self, tokens: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -213,7 +224,11 @@ class HFResidualSource(_ModelSource):
         return dict(zip(self.hooks, acts, strict=True))
 
     def extent(self) -> dict[str, Any]:
-        return {"layers_run": self.n_run, "compiled": self.compiled is not None}
+        return {
+            "layers_run": self.n_run,
+            "compiled": self.compiled is not None,
+            "packed_linears": self.packed_linears,
+        }
 
 
 def _truncated_view(base: Any, n_layers: int) -> Any:

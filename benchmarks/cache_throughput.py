@@ -3,8 +3,9 @@
     HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 .venv/bin/python benchmarks/cache_throughput.py [--tokens 16384]
 
 1. cache tokens/s ÷ bare forward tokens/s on the same tokens (target ≥ 0.95: writing hides behind
-   compute), for each forward: TransformerLens `stop_at_layer=16`, the HF truncated model eager,
-   and the same compiled with `torch.compile` (our caches are timed with those sources).
+   compute), for each forward: TransformerLens `stop_at_layer=16`, the HF truncated model eager
+   (oneDNN linears on packed weights, the CPU default; also timed bare with torch's plain
+   `F.linear`), and the same compiled with `torch.compile` (our caches are timed with those sources).
 2. vs sae-lens `CacheActivationsRunner` (same model weights, tokens, hook): tokens/s ratio (target
    ≥ 1.2) and disk bytes/token of both (target ≤ 0.5× with 16-bit storage).
 3. shuffled-batch ÷ sequential reading of the same cache, batches of 4096 (target ≥ 0.8), on a
@@ -146,10 +147,11 @@ def main() -> None:
         f"{tokens.size} tokens ({tokens.shape[0]}×128), hook {HOOK}, batch {args.batch_size}, "
         f"torch threads {torch.get_num_threads()}"
     )
-    eager = HFResidualSource(hf, [HOOK])
+    plain = HFResidualSource(hf, [HOOK], packed_linears=False)  # torch's F.linear (MKL)
+    eager = HFResidualSource(hf, [HOOK])  # oneDNN linears on packed weights (the CPU default)
     compiled = HFResidualSource(hf, [HOOK])
     compiled.compile_for(args.batch_size, 128)
-    sources = {"eager": eager, "compiled": compiled}
+    sources = {"plain F.linear": plain, "eager": eager, "compiled": compiled}
     first = torch.as_tensor(tokens[: args.batch_size], dtype=torch.long)
     fixed = {
         "weights sha256 (layers 0–15 + embedding), first job of a process": timed(
@@ -220,6 +222,7 @@ def report(results: dict[str, float], sizes: dict[str, float], fixed: dict[str, 
         ("ours HF compiled fp32 ÷ sae-lens tokens/s", results["ours HF compiled fp32"], sl, "≥ 1.2"),
         ("ours HF compiled fp16 ÷ sae-lens tokens/s", results["ours HF compiled fp16"], sl, ""),
         ("ours HF eager fp32 ÷ sae-lens tokens/s", results["ours HF eager fp32"], sl, ""),
+        ("bare HF packed ÷ plain F.linear forward", results["bare HF eager"], results["bare HF plain F.linear"], ""),
         ("ours TL fp32 ÷ sae-lens tokens/s", results["ours TL backend fp32"], sl, ""),
         ("ours fp16 ÷ sae-lens bytes/token", sizes["ours HF compiled fp16"], sizes["sae-lens CacheActivationsRunner fp32"], "≤ 0.5"),
         ("shuffled ÷ sequential read", results["read shuffled tok/s"], results["read sequential tok/s"], "≥ 0.8"),

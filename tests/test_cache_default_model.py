@@ -40,8 +40,10 @@ def test_transformer_lens_path_equals_run_with_cache_bitwise(default_model, toke
 def test_hf_fast_path_equals_hf_hidden_states_and_tl_within_float_error(
     default_model, default_hf_model, tokens, tmp_path
 ):
-    path = write_cache(
-        tmp_path / "hf.h5", default_hf_model, tokens, HOOKS, batch_size=2, progress=False
+    plain = HFResidualSource(default_hf_model, HOOKS, packed_linears=False)
+    path = write_cache(tmp_path / "hf.h5", plain, tokens, HOOKS, batch_size=2, progress=False)
+    packed = write_cache(
+        tmp_path / "packed.h5", default_hf_model, tokens, HOOKS, batch_size=2, progress=False
     )
     with torch.inference_mode():
         hidden = default_hf_model(
@@ -50,10 +52,15 @@ def test_hf_fast_path_equals_hf_hidden_states_and_tl_within_float_error(
         _, cache = default_model[0].run_with_cache(
             torch.as_tensor(tokens, dtype=torch.long), names_filter=HOOKS, stop_at_layer=4
         )
-    with open_cache(path) as reader:
+    with open_cache(path) as reader, open_cache(packed) as fast:
         assert reader.attrs["backend"] == "hf_residual"
+        assert fast.attrs["source"]["packed_linears"]  # the default on a float32 CPU model
         for hook, layer in zip(HOOKS, [0, 3, 4], strict=True):
             got = reader.read(hook, range(reader.n_tokens))
+            # oneDNN on packed weights sums in another order: equal up to fp32 rounding.
+            torch.testing.assert_close(
+                fast.read(hook, range(fast.n_tokens)), got, rtol=1e-5, atol=1e-4
+            )
             # Same HF modules, same batch: bitwise (hidden_states[l] is the input of layer l).
             assert torch.equal(got, hidden[layer].reshape(-1, 576)), hook
             # TransformerLens computes the same function with other kernels: equal up to fp32 rounding.
@@ -110,3 +117,30 @@ def test_weights_checksum_covers_only_the_layers_that_run(default_hf_model):
         high.mlp.down_proj.weight.div_(2)
     assert changed != before
     assert source.weights_sha256() == before
+
+
+def test_auto_compile_falls_back_to_eager_when_compiling_fails(
+    default_hf_model, tmp_path, monkeypatch
+):
+    """A machine without a working C++ compiler: compile=True fails loudly, "auto" warns and goes on."""
+    import torch._dynamo
+    import torch._inductor.config as inductor_config
+
+    monkeypatch.setattr(inductor_config.cpp, "cxx", (str(tmp_path / "no-such-c++"),))
+    monkeypatch.setattr(inductor_config, "fx_graph_cache", False)
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    torch._dynamo.reset()
+    tokens = torch.as_tensor(np.random.default_rng(1).integers(0, 49152, size=(2, 8)))
+    hook = ["blocks.0.hook_resid_post"]
+    eager = HFResidualSource(default_hf_model, hook)(tokens)[hook[0]]
+
+    strict = HFResidualSource(default_hf_model, hook)
+    strict.compile_for(2, 8)
+    with pytest.raises(Exception, match="no-such-c"):
+        strict(tokens)
+    lenient = HFResidualSource(default_hf_model, hook)
+    lenient.compile_for(2, 8, fallback=True)
+    with pytest.warns(UserWarning, match="torch.compile of the forward failed"):
+        got = lenient(tokens)[hook[0]]
+    assert lenient.compiled is None and torch.equal(got, eager)
+    torch._dynamo.reset()

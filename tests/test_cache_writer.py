@@ -219,4 +219,8 @@ def test_bad_inputs_have_clear_errors(tiny_model, tokens, tmp_path):
         write_cache(tmp_path / "a.h5", model, tokens, HOOKS, dtype="int8", **SMALL)
     with pytest.raises(ValueError, match="written by activations_cache"):
         write_cache(tmp_path / "a.h5", model, tokens, HOOKS, attrs={"hooks": "mine"}, **SMALL)
+    with pytest.raises(ValueError, match="transformer_lens backend has no compiled forward"):
+        write_cache(tmp_path / "a.h5", model, tokens, HOOKS, compile=True, **SMALL)
+    with pytest.raises(ValueError, match="compile must be True, False or 'auto'"):
+        write_cache(tmp_path / "a.h5", model, tokens, HOOKS, compile="yes", **SMALL)
     assert not list(tmp_path.iterdir())
