@@ -15,7 +15,7 @@ the model past the last requested hook.
   than TransformerLens 3.9 on CPU, whose gated MLP copies its weights on every forward; on a CPU its
   float32 linears run through oneDNN on pre-packed weights (`packed_linear`, ~1.15×), and
   `compile_for(batch, length)` runs it through `torch.compile` (inductor): ~1.1×
-  faster again after a one-time compile of ~10–40 s (see benchmarks/RESULTS.md).
+  faster again after a one-time compile of ~10–25 s (see benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations

@@ -55,9 +55,10 @@ from activations_cache.shards import (
 )
 from activations_cache.sources import make_source
 
-# Jobs at least this long compile the forward when compile="auto": the one-time compile (~20–40 s
-# on a 2-core CPU) costs less than the ~13 % it saves over ~370 s of forward at ~1,400 tok/s.
-COMPILE_MIN_TOKENS = 1 << 19
+# Jobs at least this long compile the forward when compile="auto": on a 2-core CPU the one-time
+# compile (~10–25 s) is repaid after ~300–400k tokens (it saves 3–7 % of ~1,500 tok/s; see
+# benchmarks/RESULTS.md), so from 2^20 tokens it is a clear gain.
+COMPILE_MIN_TOKENS = 1 << 20
 
 # Fields of job.json that must match for `resume` (layout is compared separately).
 _FINGERPRINT_KEYS = (
@@ -232,7 +233,7 @@ def write_cache(
             contexts and batches; see `shards.CacheLayout`).
         compile: run the forward through `torch.compile` (sources with `compile_for`: the HF
             backend). "auto" compiles when the job has ≥ `COMPILE_MIN_TOKENS` tokens, where the
-            one-time compile (~20–40 s on CPU) is repaid, and falls back to eager with a warning if
+            one-time compile (~10–25 s on CPU) is repaid, and falls back to eager with a warning if
             compiling fails; True compiles (a failure is an error); False never does.
 
     Returns the path of the complete cache.
@@ -350,7 +351,7 @@ def _compute_shards(
         n_contexts = sum(c1 - c0 for c0, c1 in map(layout.shard_contexts_range, todo))
         bar = tqdm(total=n_contexts * layout.context_len, unit="tok", desc="caching")
         if getattr(source, "compiled", None) is not None:
-            bar.set_postfix_str("compiling the forward (once, ~30 s)")
+            bar.set_postfix_str("compiling the forward (once, ~10–25 s)")
     try:
         for shard in todo:
             c0, c1 = layout.shard_contexts_range(shard)

@@ -15,7 +15,9 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 RUNS = [
-    ["cache_throughput.py", "--tokens", "4096"],
+    ["cache_throughput.py", "--tokens", "16384"],
+    ["linear_backends.py"],
+    ["cache_fp16_sae.py"],
     ["sae_training.py"],
     ["generation_speed.py", "--skip-tl"],
     ["steering.py"],

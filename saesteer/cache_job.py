@@ -64,8 +64,8 @@ class CacheConfig:
     )
     compile: str = option(
         "auto",
-        "torch.compile the HF forward: auto = for jobs of ≥ 524,288 tokens, where the one-time "
-        "compile (~30 s on CPU) pays off",
+        "torch.compile the HF forward: auto = for jobs of ≥ 1,048,576 tokens, where the one-time "
+        "compile (~10–25 s on CPU) pays off",
         choices=["auto", "on", "off"],
     )
     chunk_rows: int = option(1024, "≈ rows per HDF5 chunk (rounded to whole contexts)")
