@@ -3,9 +3,9 @@
     y = x Wᵀ + b        (x [n, k], W [m, k] packed into oneDNN's blocked layout at construction)
 
 On x86, torch runs a float32 `F.linear` through MKL's GEMM. On the AMD EPYC CPUs measured here,
-oneDNN's GEMM on a pre-packed weight is ~15 % faster at the cache's shapes (1,024 rows × 576 …
-1,536), so the early-stopped SmolLM2 forward runs ~1.15× faster, eager or compiled (numbers in
-benchmarks/RESULTS.md). Results equal `F.linear` up to float32 summation order (~1e-6 relative).
+oneDNN's GEMM on a pre-packed weight is 1.09–1.17× faster at the cache's shapes (1,024 rows × 576 …
+1,536; `benchmarks/linear_backends.py`), so the early-stopped SmolLM2 forward runs ~1.1× faster,
+eager or compiled (numbers in benchmarks/RESULTS.md). Results equal `F.linear` up to float32 summation order (~1e-6 relative).
 
 `with_packed_linears(module)` returns a structural copy of `module` whose `nn.Linear` submodules are
 replaced by `PackedLinear`; every other submodule, parameter, buffer and hook is shared, and the

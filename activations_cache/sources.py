@@ -13,9 +13,9 @@ the model past the last requested hook.
   view of the HF model (the first n layers, no final norm, no LM head) and reads its
   `hidden_states`: resid_pre l = hidden_states[l], resid_post l = hidden_states[l + 1]. It is faster
   than TransformerLens 3.9 on CPU, whose gated MLP copies its weights on every forward; on a CPU its
-  float32 linears run through oneDNN on pre-packed weights (`packed_linear`, ~1.15×), and
-  `compile_for(batch, length)` runs it through `torch.compile` (inductor): ~1.1×
-  faster again after a one-time compile of ~10–25 s (see benchmarks/RESULTS.md).
+  float32 linears run through oneDNN on pre-packed weights (`packed_linear`, ~1.1×), and
+  `compile_for(batch, length)` runs it through `torch.compile` (inductor): 3–7 % faster again
+  after a one-time compile of ~10–25 s (see benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
