@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import tempfile
 import time
 from contextlib import ExitStack
@@ -45,6 +44,8 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 import numpy as np
 import torch
+from machine import cpu_name
+from sae_training import train_ours
 
 MODEL = "smollm2-135m-instruct"
 HOOK = "blocks.15.hook_resid_post"
@@ -60,16 +61,6 @@ METRICS = [  # (key, label); "_no0" keys are over positions ≥ 1 of each contex
     ("dead_fraction", "dead fraction"),
     ("dense_fraction", "dense fraction (> 0.1)"),
 ]
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def fmt(value: float, sign: str = "") -> str:
@@ -162,32 +153,6 @@ def heldout_activations(model, tokenizer, n_tokens: int) -> torch.Tensor:
     return torch.cat(parts)
 
 
-def train(cache: Path, out: Path, seed: int, args: argparse.Namespace):
-    from saesteer.sae.configs import TrainSAEConfig
-    from saesteer.sae.trainer import train_sae
-
-    cfg = TrainSAEConfig(
-        out=str(out),
-        cache=str(cache),
-        hook=HOOK,
-        arch="topk",
-        k=args.k,
-        d_sae=args.d_sae,
-        tokens=args.steps * args.batch,
-        batch_size=args.batch,
-        lr=args.lr,
-        warmup_steps=args.warmup,
-        decay_fraction=0.2,
-        seed=seed,
-        checkpoint_every=0,
-        progress=False,
-        init_tokens=args.batch,
-    )
-    start = time.perf_counter()
-    sae = train_sae(cfg).sae
-    return sae, time.perf_counter() - start
-
-
 def evaluate(sae, acts: torch.Tensor) -> dict[str, float]:
     from saesteer.sae.evals import reconstruction_metrics
 
@@ -219,7 +184,7 @@ def main() -> None:
     from saesteer.models import load_hf_model, load_tokenizer
 
     print(
-        f"machine: {cpu_model()}, {os.cpu_count()} CPUs, torch {torch.__version__} with "
+        f"machine: {cpu_name()}, {os.cpu_count()} CPUs, torch {torch.__version__} with "
         f"{torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f} at start"
     )
     with ExitStack() as stack:
@@ -260,7 +225,7 @@ def main() -> None:
         sae_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fp16-sae-")))
         results = {}
         for name, (cache, seed) in runs.items():
-            sae, seconds = train(cache, sae_dir / name.replace(" ", "-"), seed, args)
+            sae, seconds = train_ours(cache, sae_dir / name.replace(" ", "-"), args, seed)
             results[name] = evaluate(sae, held)
             print(
                 f"  {name}: trained in {seconds:.0f} s ({args.steps * args.batch / seconds:,.0f} tok/s)"

@@ -12,25 +12,14 @@ machine and the ratio packed ÷ F.linear. This is why the cache forward packs it
 from __future__ import annotations
 
 import argparse
-import platform
 import time
-from pathlib import Path
 
 import torch
+from machine import cpu_name
 
 from activations_cache.packed_linear import PackedLinear
 
 SHAPES = [(576, 576), (576, 192), (576, 1536), (1536, 576)]  # (in, out): q/o, k/v, up/gate, down
-
-
-def cpu_name() -> str:
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        return next(
-            line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")
-        )
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
 
 
 def gflops(fn, rows: int, k: int, n: int, repeats: int) -> float:

@@ -52,7 +52,8 @@ def build_cache(path: Path, n_tokens: int) -> tuple[Path, torch.Tensor]:
     return path, cache[HOOK].reshape(-1, 576)
 
 
-def train_ours(cache: Path, out: Path, args: argparse.Namespace):
+def train_ours(cache: Path, out: Path, args: argparse.Namespace, seed: int = 0):
+    """Our TopK SAE on `cache` with the script's settings; returns (sae, seconds)."""
     from saesteer.sae.configs import TrainSAEConfig
     from saesteer.sae.trainer import train_sae
 
@@ -68,6 +69,7 @@ def train_ours(cache: Path, out: Path, args: argparse.Namespace):
         lr=args.lr,
         warmup_steps=args.warmup,
         decay_fraction=0.2,
+        seed=seed,
         checkpoint_every=0,
         progress=False,
         init_tokens=args.batch,

@@ -14,13 +14,11 @@ from activations_cache import ActivationDataset, CorruptCacheError, open_cache, 
 HOOK = "blocks.0.hook_resid_post"
 
 
-@pytest.fixture(scope="module")
-def reader(tiny_model, tmp_path_factory):
-    """A cache of 40 contexts × 10 tokens (chunks of 20 rows, the last chunk of every shard whole)."""
-    tokens = np.random.default_rng(3).integers(0, 5000, (40, 10)).astype(np.int32)
-    path = tmp_path_factory.mktemp("reader") / "acts.h5"
-    write_cache(
-        path,
+def small_cache(tiny_model, folder, n_contexts: int, seed: int):
+    """A cache of `n_contexts` contexts × 10 tokens in chunks of 20 rows, shards of 160 tokens."""
+    tokens = np.random.default_rng(seed).integers(0, 5000, (n_contexts, 10)).astype(np.int32)
+    return write_cache(
+        folder / "acts.h5",
         tiny_model[0],
         tokens,
         [HOOK],
@@ -29,26 +27,19 @@ def reader(tiny_model, tmp_path_factory):
         shard_tokens=160,
         progress=False,
     )
-    with open_cache(path) as opened:
+
+
+@pytest.fixture(scope="module")
+def reader(tiny_model, tmp_path_factory):
+    """40 contexts: the last chunk of every shard whole."""
+    with open_cache(small_cache(tiny_model, tmp_path_factory.mktemp("reader"), 40, 3)) as opened:
         yield opened
 
 
 @pytest.fixture(scope="module")
 def ragged(tiny_model, tmp_path_factory):
-    """41 contexts × 10 tokens in chunks of 20 rows: the last chunk holds 10 rows."""
-    tokens = np.random.default_rng(4).integers(0, 5000, (41, 10)).astype(np.int32)
-    path = tmp_path_factory.mktemp("ragged") / "acts.h5"
-    write_cache(
-        path,
-        tiny_model[0],
-        tokens,
-        [HOOK],
-        batch_size=8,
-        chunk_rows=20,
-        shard_tokens=160,
-        progress=False,
-    )
-    with open_cache(path) as opened:
+    """41 contexts: the last chunk holds 10 rows."""
+    with open_cache(small_cache(tiny_model, tmp_path_factory.mktemp("ragged"), 41, 4)) as opened:
         yield opened
 
 
