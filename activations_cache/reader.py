@@ -247,29 +247,41 @@ class CacheReader:
         window_chunks: int = 16,
         rank: int = 0,
         world_size: int = 1,
+        rows: np.ndarray | None = None,
     ) -> Iterator[torch.Tensor]:
-        """Deterministic shuffled batches (see module docstring); resume mid-epoch with `start_batch`."""
+        """Deterministic shuffled batches (see module docstring); resume mid-epoch with `start_batch`.
+
+        rows: a boolean mask [n_tokens] of the rows to read (e.g. `metadata("position") > 0` leaves
+        out the first token of every context); the order definition then applies to the kept rows
+        of each window, and every kept row appears once per epoch.
+        """
         if not 0 <= rank < world_size:
             raise ValueError(f"rank must be in [0, world_size={world_size}); got {rank}.")
         _check_batch_size(batch_size)
         acts = self._acts(hook)
+        if rows is not None and (rows.dtype != np.bool_ or rows.shape != (self.n_tokens,)):
+            raise ValueError(
+                f"rows must be a boolean mask of shape ({self.n_tokens},); "
+                f"got {rows.dtype} {rows.shape}."
+            )
         order = np.random.default_rng([seed, epoch]).permutation(self.n_chunks)
         windows = [order[i : i + window_chunks] for i in range(0, self.n_chunks, window_chunks)]
-        ends = np.cumsum([sum(self._chunk_len(c) for c in window) for window in windows])
+        ends = np.cumsum([sum(self._kept(c, rows) for c in window) for window in windows])
+        total = int(ends[-1])
 
         def batches() -> Iterator[torch.Tensor]:
             d = acts.shape[1]
             buffer = np.empty((min(window_chunks * self.chunk_rows, self.n_tokens), d), acts.dtype)
             w, perm = -1, np.empty(0, dtype=np.int64)  # the window in `buffer`, and its row order
-            for b0 in range(start_batch * batch_size, self.n_tokens, batch_size):
-                m = min(batch_size, self.n_tokens - b0)
+            for b0 in range(start_batch * batch_size, total, batch_size):
+                m = min(batch_size, total - b0)
                 lo, hi = b0 + rank * m // world_size, b0 + (rank + 1) * m // world_size
                 out = np.empty((hi - lo, d), acts.dtype)
                 row = lo  # this rank's part of the batch is stream rows [lo, hi)
                 while row < hi:
                     if (holder := int(np.searchsorted(ends, row, side="right"))) != w:
                         w = holder
-                        perm = self._read_window(hook, windows[w], buffer, seed, epoch, w)
+                        perm = self._read_window(hook, windows[w], buffer, (seed, epoch, w), rows)
                     start, end = int(ends[w]) - len(perm), min(hi, int(ends[w]))
                     np.take(
                         buffer,
@@ -284,18 +296,37 @@ class CacheReader:
         return batches()
 
     def _read_window(
-        self, hook: str, chunks: np.ndarray, buffer: np.ndarray, seed: int, epoch: int, w: int
+        self,
+        hook: str,
+        chunks: np.ndarray,
+        buffer: np.ndarray,
+        key: tuple[int, int, int],
+        rows: np.ndarray | None,
     ) -> np.ndarray:
-        """Read window `w`'s chunks into buffer[:n] in order; return its row order perm_{seed,epoch,w}(n)."""
-        n = 0
-        for chunk in chunks:
-            size = self._chunk_len(int(chunk))
-            self._read_stored(hook, int(chunk), buffer[n : n + size])
+        """Read a window's chunks into buffer[:n] in order; return the buffer rows in stream order:
+        perm_key(n), or with a `rows` mask its kept rows k permuted by perm_key(len(k))."""
+        n, kept = 0, []
+        for chunk in map(int, chunks):
+            size = self._chunk_len(chunk)
+            self._read_stored(hook, chunk, buffer[n : n + size])
+            if rows is not None:
+                r0 = chunk * self.chunk_rows
+                kept.append(n + np.flatnonzero(rows[r0 : r0 + size]))
             n += size
-        return np.random.default_rng([seed, epoch, w]).permutation(n)
+        if rows is None:
+            return np.random.default_rng(list(key)).permutation(n)
+        kept_rows = np.concatenate(kept)
+        return kept_rows[np.random.default_rng(list(key)).permutation(len(kept_rows))]
 
     def _chunk_len(self, chunk: int) -> int:
         return min(self.chunk_rows, self.n_tokens - chunk * self.chunk_rows)
+
+    def _kept(self, chunk: int, rows: np.ndarray | None) -> int:
+        """Rows of `chunk` that a `rows` mask keeps (all without a mask)."""
+        if rows is None:
+            return self._chunk_len(chunk)
+        r0 = chunk * self.chunk_rows
+        return int(rows[r0 : r0 + self.chunk_rows].sum())
 
     def dataloader(
         self,

@@ -52,7 +52,9 @@ def build_cache(path: Path, n_tokens: int) -> tuple[Path, torch.Tensor]:
     return path, cache[HOOK].reshape(-1, 576)
 
 
-def train_ours(cache: Path, out: Path, args: argparse.Namespace, seed: int = 0):
+def train_ours(
+    cache: Path, out: Path, args: argparse.Namespace, seed: int = 0, skip_positions: int = 0
+):
     """Our TopK SAE on `cache` with the script's settings; returns (sae, seconds)."""
     from saesteer.sae.configs import TrainSAEConfig
     from saesteer.sae.trainer import train_sae
@@ -70,6 +72,7 @@ def train_ours(cache: Path, out: Path, args: argparse.Namespace, seed: int = 0):
         warmup_steps=args.warmup,
         decay_fraction=0.2,
         seed=seed,
+        skip_positions=skip_positions,
         checkpoint_every=0,
         progress=False,
         init_tokens=args.batch,

@@ -45,6 +45,9 @@ class PipelineConfig:
     sae_tokens: int = option(393_216, "SAE training tokens (8 epochs over the cache, 384 steps)")
     sae_batch: int = option(1024, "SAE batch in tokens")
     sae_lr: float = option(1e-3, "SAE learning rate")
+    sae_skip_positions: int = option(
+        1, "first tokens of each context the SAE does not train on (1: the attention sink)"
+    )
     n_top: int = option(10, "top examples kept per latent in feature discovery")
     behaviour: str = option("sentiment", "shipped behaviour the steering code learns")
     steer_epochs: int = option(2, "YaPO passes over the behaviour's training pairs")
@@ -207,6 +210,7 @@ def run_pipeline(config: PipelineConfig) -> PipelineOutputs:
         batch_size=config.sae_batch,
         lr=config.sae_lr,
         init_tokens=min(16_384, config.cache_tokens),
+        skip_positions=config.sae_skip_positions,
         checkpoint_every=0,
         seed=config.seed,
         device=config.device,

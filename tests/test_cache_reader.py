@@ -100,6 +100,26 @@ def test_rank_slices_partition_each_global_batch(reader):
         reader.shuffled_batches(HOOK, 64, seed=2, rank=3, world_size=3)
 
 
+def test_rows_mask_reads_each_kept_row_once(reader):
+    """Leaving out position 0 (the attention sink): every other row once per epoch, resumable."""
+    keep = reader.metadata("position") > 0
+    batches = list(reader.shuffled_batches(HOOK, 64, seed=4, window_chunks=3, rows=keep))
+    assert [len(b) for b in batches] == [64] * 5 + [40]
+    assert sorted(row_ids(reader, batches)) == list(np.flatnonzero(keep))
+    resumed = reader.shuffled_batches(HOOK, 64, seed=4, window_chunks=3, start_batch=2, rows=keep)
+    for a, b in zip(batches[2:], resumed, strict=True):
+        assert torch.equal(a, b)
+    everything = np.ones(reader.n_tokens, dtype=bool)  # a mask that keeps all: the unmasked order
+    assert torch.equal(
+        torch.cat(
+            list(reader.shuffled_batches(HOOK, 64, seed=4, window_chunks=3, rows=everything))
+        ),
+        torch.cat(list(reader.shuffled_batches(HOOK, 64, seed=4, window_chunks=3))),
+    )
+    with pytest.raises(ValueError, match="boolean mask"):
+        reader.shuffled_batches(HOOK, 64, seed=4, rows=keep[:-1])
+
+
 def test_random_access_and_sequential(reader):
     everything = torch.cat(list(reader.sequential_batches(HOOK, 33)))
     assert everything.shape == (reader.n_tokens, reader.d_model(HOOK))

@@ -73,6 +73,34 @@ def test_on_the_fly_training_from_model_matches_cache_widths(tiny_model, tmp_pat
     assert source.d_in == 64 and result.sae.cfg.d_in == 64
 
 
+def test_skip_positions_leaves_out_the_first_token_of_every_context(tiny_model, cache) -> None:
+    """--skip-positions 1 (the attention sink) from a cache and on the fly; in-memory data refuses it."""
+    from test_sae_helpers import tiny_tokens
+
+    from activations_cache import open_cache
+    from saesteer.sae.cache_source import CacheSource
+    from saesteer.sae.data import ModelSource
+
+    source = CacheSource(cache, HOOK, skip_positions=1)
+    with open_cache(cache) as reader:
+        acts = reader.read(HOOK, range(reader.n_tokens))
+        first = torch.from_numpy(reader.metadata("position") == 0)
+    assert source.n_rows == len(acts) - int(first.sum())
+    stream = source.batches(256, 0)
+    seen = torch.cat([next(stream) for _ in range(source.n_rows // 256)])  # one epoch
+    lookup = {tuple(row.tolist()): bool(f) for row, f in zip(acts, first, strict=True)}
+    assert len(seen) == 256 * (source.n_rows // 256)
+    assert not any(lookup[tuple(row.tolist())] for row in seen)
+
+    tokens = tiny_tokens(n_ctx=8)
+    on_the_fly = ModelSource(tiny_model[0], HOOK, tokens, contexts_per_chunk=4, skip_positions=1)
+    _, reference = tiny_model[0].run_with_cache(torch.as_tensor(tokens[:4], dtype=torch.long))
+    assert torch.equal(on_the_fly.chunk(0), reference[HOOK][:, 1:].reshape(-1, 64))
+    assert on_the_fly.chunk_rows(0) == 4 * (tokens.shape[1] - 1)
+    with pytest.raises(ValueError, match="carry no positions"):
+        TensorSource(sparse_data(), skip_positions=1)
+
+
 def test_nan_guard_stops_at_first_nonfinite_and_keeps_last_checkpoint(tmp_path: Path) -> None:
     source = TensorSource(sparse_data())
 

@@ -1,6 +1,7 @@
 """Training batches from an `activations_cache` file (the shuffled, verified, resumable reader).
 
-Global batch i (over all epochs, full batches only) is batch i mod E of epoch i // E, E = ⌊n_tokens/B⌋,
+Global batch i (over all epochs, full batches only) is batch i mod E of epoch i // E, E = ⌊n/B⌋
+(n: the cache's tokens, less the first `skip_positions` of each context),
 in the reader's deterministic shuffled order for (seed, epoch); rank r gets the reader's r-th slice.
 """
 
@@ -16,7 +17,9 @@ import torch
 class CacheSource:
     """`data.ActivationSource` over one hook of a finished cache (`saesteer cache` output)."""
 
-    def __init__(self, path: str | Path, hook: str = "") -> None:
+    def __init__(self, path: str | Path, hook: str = "", skip_positions: int = 0) -> None:
+        """skip_positions: leave out the first `skip_positions` tokens of every context (by the
+        cache's `meta/position`), e.g. 1 for the attention sink."""
         from activations_cache import open_cache
 
         self.reader = open_cache(path)
@@ -30,21 +33,32 @@ class CacheSource:
             )
         self.path, self.hook = Path(path), hook
         self.d_in = self.reader.d_model(hook)
+        self.skip_positions = skip_positions
+        self.rows = self.reader.metadata("position") >= skip_positions if skip_positions else None
+        self.n_rows = self.reader.n_tokens if self.rows is None else int(self.rows.sum())
         self.model_name = str(self.reader.attrs.get("model_name") or "")
 
     def batches(
         self, batch_size: int, seed: int, start: int = 0, rank: int = 0, world_size: int = 1
     ) -> Iterator[torch.Tensor]:
-        per_epoch = self.reader.n_tokens // batch_size
+        per_epoch = self.n_rows // batch_size
         if per_epoch == 0:
             raise ValueError(
-                f"The cache holds {self.reader.n_tokens} tokens, less than one batch of "
+                f"The cache holds {self.n_rows} usable tokens (skipping the first "
+                f"{self.skip_positions} positions of each context), less than one batch of "
                 f"{batch_size}; lower --batch-size or cache more tokens."
             )
         epoch, first = divmod(start, per_epoch)
         while True:
             stream = self.reader.shuffled_batches(
-                self.hook, batch_size, seed, epoch, first, rank=rank, world_size=world_size
+                self.hook,
+                batch_size,
+                seed,
+                epoch,
+                first,
+                rank=rank,
+                world_size=world_size,
+                rows=self.rows,
             )
             for _ in range(first, per_epoch):
                 yield next(stream)
@@ -61,6 +75,7 @@ class CacheSource:
             "path": str(self.path),
             "hook": self.hook,
             "n_tokens": self.reader.n_tokens,
+            "skip_positions": self.skip_positions,
             "chunk_checksums_sha256": digest,
             "attrs": attrs,
         }

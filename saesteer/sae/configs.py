@@ -59,6 +59,11 @@ class TrainSAEConfig:
     sparse: bool = option(
         True, "Sparse decode for topk/batchtopk (embedding_bag); off: dense reference"
     )
+    skip_positions: int = option(
+        0,
+        "Leave out the first N tokens of every context (1: the attention sink, whose huge norm "
+        "dominates the loss in SmolLM2)",
+    )
     seed: int = option(0, "Seed of the initialisation and the data order")
     checkpoint_every: int = option(200, "Steps between checkpoints (0: only at the end)")
     keep_checkpoints: int = option(2, "Checkpoints kept (newest; at least 1)")

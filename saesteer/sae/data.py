@@ -111,7 +111,12 @@ def hash_seed(*parts: int) -> int:
 class TensorSource(ChunkedSource):
     """Activations held in memory: acts [n_tokens, d_in], one chunk, reshuffled every epoch."""
 
-    def __init__(self, acts: torch.Tensor, name: str = "tensor") -> None:
+    def __init__(self, acts: torch.Tensor, name: str = "tensor", skip_positions: int = 0) -> None:
+        if skip_positions:
+            raise ValueError(
+                "In-memory activations [n_tokens, d_in] carry no positions, so --skip-positions "
+                "cannot apply; drop those rows before saving, or train from a cache or a model."
+            )
         if acts.ndim != 2:
             raise ValueError(
                 f"Activations must be [n_tokens, d_in]; got shape {tuple(acts.shape)}."
@@ -139,7 +144,8 @@ class TensorSource(ChunkedSource):
 class ModelSource(ChunkedSource):
     """Activations computed on the fly: run `model` up to `hook` over token contexts [n_ctx, L].
 
-    Chunk c holds contexts [c·C, (c+1)·C) with C = `contexts_per_chunk`; rows are every position.
+    Chunk c holds contexts [c·C, (c+1)·C) with C = `contexts_per_chunk`; rows are every position
+    from `skip_positions` on (1 leaves out the attention sink at position 0).
     """
 
     def __init__(
@@ -149,15 +155,21 @@ class ModelSource(ChunkedSource):
         tokens: np.ndarray,
         contexts_per_chunk: int = 64,
         model_batch: int = 8,
+        skip_positions: int = 0,
     ) -> None:
         if hook not in model.hook_dict:
             raise ValueError(f"Hook {hook!r} is not in the model; e.g. blocks.0.hook_resid_post.")
         self.model, self.hook, self.model_batch = model, hook, model_batch
         self.tokens = torch.as_tensor(np.asarray(tokens), dtype=torch.long)
+        if not 0 <= skip_positions < self.tokens.shape[1]:
+            raise ValueError(
+                f"skip_positions must be in [0, context_len={self.tokens.shape[1]}); got {skip_positions}."
+            )
+        self.skip_positions = skip_positions
         self.C = contexts_per_chunk
         self.n_chunks = max(1, math.ceil(self.tokens.shape[0] / self.C))  # last may be short
         self.layer = int(hook.split(".")[1]) + 1 if hook.startswith("blocks.") else None
-        self.d_in = self._run(self.tokens[:1]).shape[-1]
+        self.d_in = self._run(self.tokens[:1, : skip_positions + 1]).shape[-1]
         self._cached: tuple[int, torch.Tensor] | None = None
 
     @torch.no_grad()
@@ -165,7 +177,8 @@ class ModelSource(ChunkedSource):
         store: list[torch.Tensor] = []
 
         def grab(act: torch.Tensor, hook: Any) -> None:
-            store.append(act.detach().float().reshape(-1, act.shape[-1]).cpu())
+            kept = act.detach()[:, self.skip_positions :]
+            store.append(kept.float().reshape(-1, act.shape[-1]).cpu())
 
         self.model.run_with_hooks(tokens, fwd_hooks=[(self.hook, grab)], stop_at_layer=self.layer)
         return torch.cat(store)
@@ -184,7 +197,8 @@ class ModelSource(ChunkedSource):
         return self._cached[1]
 
     def chunk_rows(self, index: int) -> int:
-        return min(self.C, self.tokens.shape[0] - index * self.C) * self.tokens.shape[1]
+        contexts = min(self.C, self.tokens.shape[0] - index * self.C)
+        return contexts * (self.tokens.shape[1] - self.skip_positions)
 
     def describe(self) -> dict[str, Any]:
         digest = hashlib.sha256(self.tokens.numpy().tobytes()).hexdigest()
@@ -193,6 +207,7 @@ class ModelSource(ChunkedSource):
             "hook": self.hook,
             "n_contexts": int(self.tokens.shape[0]),
             "context_len": int(self.tokens.shape[1]),
+            "skip_positions": self.skip_positions,
             "tokens_sha256": digest,
         }
 
@@ -211,11 +226,11 @@ def build_source(cfg: TrainSAEConfig) -> ActivationSource:
         path = Path(cfg.activations)
         if not path.is_file():
             raise FileNotFoundError(f"Activations file {path} does not exist.")
-        return TensorSource(load_file(path)["acts"], name=path.name)
+        return TensorSource(load_file(path)["acts"], path.name, cfg.skip_positions)
     if cfg.cache:
         from saesteer.sae.cache_source import CacheSource
 
-        return CacheSource(cfg.cache, cfg.hook)
+        return CacheSource(cfg.cache, cfg.hook, cfg.skip_positions)
     from saesteer.corpus import make_contexts
     from saesteer.models import load_model
 
@@ -226,4 +241,4 @@ def build_source(cfg: TrainSAEConfig) -> ActivationSource:
     contexts = make_contexts(
         tokenizer, source=cfg.corpus, context_len=cfg.context_len, n_tokens=n_tokens, seed=cfg.seed
     )
-    return ModelSource(model, cfg.hook, contexts.tokens)
+    return ModelSource(model, cfg.hook, contexts.tokens, skip_positions=cfg.skip_positions)

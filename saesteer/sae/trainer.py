@@ -253,8 +253,8 @@ def _check_resumable(state: dict[str, Any], cfg: TrainSAEConfig, sae_cfg: SAECon
                 f"Cannot resume: the checkpoint has {name}={saved[name]}, this run "
                 f"{getattr(sae_cfg, name)} (d_in comes from the data). Use the original options."
             )
-    for name in ("batch_size", "seed", "tokens"):
-        if state["config"][name] != getattr(cfg, name):
+    for name in ("batch_size", "seed", "tokens", "skip_positions"):
+        if state["config"].get(name, 0) != getattr(cfg, name):
             raise ValueError(
                 f"Cannot resume: --{name.replace('_', '-')} was {state['config'][name]}, "
                 f"now {getattr(cfg, name)}; resume needs the same value."
