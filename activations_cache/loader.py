@@ -12,10 +12,12 @@ reads, checksum checks and the in-memory shuffle run while the caller trains on 
 from __future__ import annotations
 
 import itertools
+import math
 import queue
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
@@ -39,11 +41,22 @@ class ActivationDataset(IterableDataset):
         window_chunks: int = 16,
         rank: int = 0,
         world_size: int = 1,
+        skip_positions: int = 0,
     ):
+        """skip_positions: leave out the first tokens of every context (shuffled reading only)."""
         super().__init__()
+        if skip_positions and not shuffle:
+            raise ValueError("skip_positions applies to shuffled reading; use shuffle=True.")
         self.path, self.hook, self.batch_size, self.seed = Path(path), hook, batch_size, seed
         self.shuffle, self.epoch, self.start_batch = shuffle, epoch, start_batch
         self.window_chunks, self.rank, self.world_size = window_chunks, rank, world_size
+        self.skip_positions = skip_positions
+
+    def _rows(self, reader) -> Any:
+        """The mask of rows read (None: all)."""
+        if not self.skip_positions:
+            return None
+        return reader.metadata("position") >= self.skip_positions
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         from activations_cache.reader import open_cache
@@ -60,6 +73,7 @@ class ActivationDataset(IterableDataset):
                     window_chunks=self.window_chunks,
                     rank=self.rank,
                     world_size=self.world_size,
+                    rows=self._rows(reader),
                 )
             else:
                 batches = itertools.islice(
@@ -76,7 +90,9 @@ class ActivationDataset(IterableDataset):
         from activations_cache.reader import open_cache
 
         with open_cache(self.path) as reader:
-            return max(0, reader.n_batches(self.batch_size) - self.start_batch)
+            rows = self._rows(reader)
+            n = reader.n_tokens if rows is None else int(rows.sum())
+            return max(0, math.ceil(n / self.batch_size) - self.start_batch)
 
 
 class PrefetchLoader:

@@ -341,8 +341,10 @@ class CacheReader:
         window_chunks: int = 16,
         rank: int = 0,
         world_size: int = 1,
+        skip_positions: int = 0,
     ):
-        """Iterable of batches produced by a background thread (`prefetch` batches ahead)."""
+        """Iterable of batches produced by a background thread (`prefetch` batches ahead);
+        `skip_positions` leaves out the first tokens of every context (shuffled only)."""
         from activations_cache.loader import ActivationDataset, PrefetchLoader
 
         dataset = ActivationDataset(
@@ -356,6 +358,7 @@ class CacheReader:
             window_chunks=window_chunks,
             rank=rank,
             world_size=world_size,
+            skip_positions=skip_positions,
         )
         return PrefetchLoader(dataset, prefetch)
 

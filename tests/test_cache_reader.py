@@ -176,6 +176,17 @@ def test_dataloader_prefetches_the_same_batches(reader):
     assert torch.equal(sequential, reader.read(HOOK, np.arange(reader.n_tokens)))
 
 
+def test_dataloader_skips_positions_like_a_rows_mask(reader):
+    keep = reader.metadata("position") >= 2
+    expected = list(reader.shuffled_batches(HOOK, 50, seed=7, rows=keep))
+    loader = reader.dataloader(HOOK, 50, seed=7, skip_positions=2)
+    assert len(loader) == len(expected) == 7  # ceil(320 / 50)
+    for a, b in zip(loader, expected, strict=True):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="shuffled reading"):
+        reader.dataloader(HOOK, 50, shuffle=False, skip_positions=1)
+
+
 def test_torch_dataloader_with_two_workers_keeps_order(reader):
     dataset = ActivationDataset(reader.path, HOOK, 50, seed=7)
     loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=2)
