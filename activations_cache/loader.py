@@ -17,7 +17,6 @@ import queue
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
@@ -52,12 +51,6 @@ class ActivationDataset(IterableDataset):
         self.window_chunks, self.rank, self.world_size = window_chunks, rank, world_size
         self.skip_positions = skip_positions
 
-    def _rows(self, reader) -> Any:
-        """The mask of rows read (None: all)."""
-        if not self.skip_positions:
-            return None
-        return reader.metadata("position") >= self.skip_positions
-
     def __iter__(self) -> Iterator[torch.Tensor]:
         from activations_cache.reader import open_cache
 
@@ -73,7 +66,7 @@ class ActivationDataset(IterableDataset):
                     window_chunks=self.window_chunks,
                     rank=self.rank,
                     world_size=self.world_size,
-                    rows=self._rows(reader),
+                    rows=reader.rows_from_position(self.skip_positions),
                 )
             else:
                 batches = itertools.islice(
@@ -90,7 +83,7 @@ class ActivationDataset(IterableDataset):
         from activations_cache.reader import open_cache
 
         with open_cache(self.path) as reader:
-            rows = self._rows(reader)
+            rows = reader.rows_from_position(self.skip_positions)
             n = reader.n_tokens if rows is None else int(rows.sum())
             return max(0, math.ceil(n / self.batch_size) - self.start_batch)
 

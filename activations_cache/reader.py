@@ -134,6 +134,16 @@ class CacheReader:
         """Per-token metadata [n_tokens] (`position`, and the caller's, e.g. `doc_id`, `special_mask`)."""
         return self.file[f"meta/{name}"][()]
 
+    def rows_from_position(self, skip_positions: int) -> np.ndarray | None:
+        """The `rows` mask that leaves out the first `skip_positions` tokens of every context
+        (`meta/position` ≥ skip_positions); None (every row) for 0."""
+        length = int(self.attrs["context_len"])
+        if not 0 <= skip_positions < length:
+            raise ValueError(
+                f"skip_positions must be in [0, context_len={length}); got {skip_positions}."
+            )
+        return self.metadata("position") >= skip_positions if skip_positions else None
+
     def n_batches(self, batch_size: int) -> int:
         return math.ceil(self.n_tokens / batch_size)
 
@@ -329,37 +339,14 @@ class CacheReader:
         return int(rows[r0 : r0 + self.chunk_rows].sum())
 
     def dataloader(
-        self,
-        hook: str,
-        batch_size: int,
-        seed: int = 0,
-        *,
-        shuffle: bool = True,
-        prefetch: int = 2,
-        epoch: int = 0,
-        start_batch: int = 0,
-        window_chunks: int = 16,
-        rank: int = 0,
-        world_size: int = 1,
-        skip_positions: int = 0,
+        self, hook: str, batch_size: int, seed: int = 0, *, prefetch: int = 2, **options: Any
     ):
         """Iterable of batches produced by a background thread (`prefetch` batches ahead);
-        `skip_positions` leaves out the first tokens of every context (shuffled only)."""
+        `options` are `ActivationDataset`'s (shuffle, epoch, start_batch, window_chunks, rank,
+        world_size, skip_positions)."""
         from activations_cache.loader import ActivationDataset, PrefetchLoader
 
-        dataset = ActivationDataset(
-            self.path,
-            hook,
-            batch_size,
-            seed,
-            shuffle=shuffle,
-            epoch=epoch,
-            start_batch=start_batch,
-            window_chunks=window_chunks,
-            rank=rank,
-            world_size=world_size,
-            skip_positions=skip_positions,
-        )
+        dataset = ActivationDataset(self.path, hook, batch_size, seed, **options)
         return PrefetchLoader(dataset, prefetch)
 
     def close(self) -> None:

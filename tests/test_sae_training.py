@@ -97,7 +97,7 @@ def test_skip_positions_leaves_out_the_first_token_of_every_context(tiny_model, 
     _, reference = tiny_model[0].run_with_cache(torch.as_tensor(tokens[:4], dtype=torch.long))
     assert torch.equal(on_the_fly.chunk(0), reference[HOOK][:, 1:].reshape(-1, 64))
     assert on_the_fly.chunk_rows(0) == 4 * (tokens.shape[1] - 1)
-    with pytest.raises(ValueError, match="skip-positions must be in"):
+    with pytest.raises(ValueError, match="skip_positions must be in"):
         CacheSource(cache, HOOK, skip_positions=48)
     with pytest.raises(ValueError, match="carry no positions"):
         TensorSource(sparse_data(), skip_positions=1)

@@ -33,13 +33,8 @@ class CacheSource:
             )
         self.path, self.hook = Path(path), hook
         self.d_in = self.reader.d_model(hook)
-        context_len = int(self.reader.attrs["context_len"])
-        if not 0 <= skip_positions < context_len:
-            raise ValueError(
-                f"--skip-positions must be in [0, context_len={context_len}); got {skip_positions}."
-            )
         self.skip_positions = skip_positions
-        self.rows = self.reader.metadata("position") >= skip_positions if skip_positions else None
+        self.rows = self.reader.rows_from_position(skip_positions)
         self.n_rows = self.reader.n_tokens if self.rows is None else int(self.rows.sum())
         self.model_name = str(self.reader.attrs.get("model_name") or "")
 
