@@ -1,9 +1,11 @@
 """Behaviour data sets shipped with saesteer (in `saesteer/data/`), each with a scorer.
 
-    name          pairs (train / validation)   prompt style   chosen vs rejected
-    sentiment     60 / 18                       continuation   positive vs negative story endings
-    formality     36 / 12                       chat           formal vs casual replies
-    topic-ocean   36 / 12                       chat           talks about the ocean vs elsewhere
+    name                train / val   prompt style  chosen vs rejected
+    sentiment           60 / 18       continuation  positive vs negative story endings
+    formality           36 / 12       chat          formal vs casual replies
+    topic-ocean         36 / 12       chat          talks about the ocean vs elsewhere
+    topic-food          48 / 16       chat          talks about food vs other activities
+    style-enthusiastic  48 / 16       chat          enthusiastic, exclamatory vs flat replies
 
 Validation prompts never appear in training. Written for saesteer (Apache-2.0, like the code).
 `success_rate(name, texts)` is the fraction of generations the behaviour's scorer counts as showing
@@ -60,6 +62,20 @@ BEHAVIOURS = {
             True,
             scorers.ocean_score,
             1e-9,
+        ),
+        Behaviour(
+            "topic-food",
+            "talks about food and cooking (vs other pastimes)",
+            True,
+            scorers.food_score,
+            1e-9,
+        ),
+        Behaviour(
+            "style-enthusiastic",
+            "enthusiastic, exclamatory (vs flat, matter-of-fact) replies",
+            True,
+            scorers.enthusiasm_score,
+            0.05,
         ),
     )
 }

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from saesteer.config import option
 
 METHODS = ("yapo", "bipo", "mean-diff")
+YAPO_MODES = ("refit", "reference", "anneal", "l1")
+SUPPORT_RULES = ("effect", "magnitude", "omp")  # saesteer.steer.sparse_support
 
 
 @dataclass
@@ -15,7 +17,7 @@ class TrainSteerConfig:
 
     pairs: str = option(
         help="training pairs: a JSONL file, or a shipped data set name "
-        "(sentiment, formality, topic-ocean)"
+        "(sentiment, formality, topic-ocean, topic-food, style-enthusiastic)"
     )
     method: str = option(
         "yapo",
@@ -56,14 +58,33 @@ class TrainSteerConfig:
         "and 0.05 × 60 steps lets a code reach ≈ c (‖Δh‖/‖h‖ ≈ 0.15–0.2 at α = 1 on the "
         "default model), where generations visibly change",
     )
-    weight_decay: float = option(0.05, "AdamW weight decay")
-    beta: float = option(0.1, "β of the preference loss −log σ(d·β·(r(y_w) − r(y_l)))")
-    l1: float = option(
-        0.1,
-        "yapo: L1 weight λ on the code (applied as a soft-threshold of lr·λ "
-        "after each step, which makes exact zeros)",
+    weight_decay: float = option(
+        0.0, "AdamW decoupled weight decay (the YaPO reference declares 0.05 but never applies it)"
     )
-    top_k: int | None = option(None, "yapo: keep at most this many non-zero latents (support cap)")
+    warmup_fraction: float = option(
+        0.1, "fraction of each phase's steps with a linear learning-rate warm-up (then cosine)"
+    )
+    grad_clip: float = option(1.0, "clip the gradient's norm to this (0: off)")
+    beta: float = option(0.1, "β of the preference loss −log σ(d·β·(r(y_w) − r(y_l)))")
+    yapo_mode: str = option(
+        "refit",
+        "yapo: refit (train dense, keep --top-k latents by --support-by, refit on them) | "
+        "reference (the YaPO recipe: no cap, no L1; as sparse as the data makes it) | "
+        "anneal (cap shrinking from d_sae to --top-k) | l1 (L1 ramped in, then --top-k kept)",
+        choices=list(YAPO_MODES),
+    )
+    top_k: int = option(32, "yapo sparse modes: latents in the final code (ignored by reference)")
+    support_by: str = option(
+        "effect",
+        "yapo refit: which latents to keep: effect (how much each moves the residual) | "
+        "magnitude (|v_i|) | omp (matching pursuit of the dense edit)",
+        choices=list(SUPPORT_RULES),
+    )
+    refit_epochs: int = option(2, "yapo refit: epochs on the chosen support")
+    anneal_fraction: float = option(
+        0.5, "yapo anneal/l1: fraction of the steps over which the cap shrinks or λ grows"
+    )
+    l1: float = option(0.1, "yapo l1: L1 weight λ (a soft-threshold of lr·λ after each step)")
     max_length: int = option(128, "tokens per prompt + completion (prompts are cut from the left)")
     seed: int = option(0, "seed of shuffling, directions and the held-out split")
     device: str = option("cpu", "torch device")
@@ -77,5 +98,15 @@ class TrainSteerConfig:
                 raise ValueError(f"{name} must be ≥ 1, got {getattr(self, name)}.")
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}.")
-        if self.top_k is not None and self.top_k < 1:
-            raise ValueError(f"top_k must be ≥ 1 or unset, got {self.top_k}.")
+        if self.top_k < 1:
+            raise ValueError(f"top_k must be ≥ 1, got {self.top_k}.")
+        for name, allowed in (("yapo_mode", YAPO_MODES), ("support_by", SUPPORT_RULES)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}.")
+        if not 0 <= self.warmup_fraction < 1 or not 0 < self.anneal_fraction <= 1:
+            raise ValueError(
+                "warmup_fraction must be in [0, 1) and anneal_fraction in (0, 1], got "
+                f"{self.warmup_fraction} and {self.anneal_fraction}."
+            )
+        if self.refit_epochs < 1 or self.grad_clip < 0:
+            raise ValueError("refit_epochs must be ≥ 1 and grad_clip ≥ 0.")

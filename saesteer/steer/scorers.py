@@ -8,6 +8,11 @@ formality_score   (formal markers − casual markers) / words, a small lexicon o
                   success: score > 0
 ocean_score       fraction of words that are ocean words (sea, waves, beach, tide, …);
                   success: at least one ocean word (score > 0)
+food_score        fraction of words that are food or cooking words (bread, soup, cook, bake,
+                  recipe, cheese, delicious, …); success: at least one food word (score > 0)
+enthusiasm_score  (exclamation marks + enthusiastic words) / words, a small lexicon of ours
+                  (amazing, wonderful, fantastic, love, awesome, excited, thrilled, …);
+                  success: score ≥ 0.05, about one marker in a 32-token (≈ 20-word) reply
 """
 
 from __future__ import annotations
@@ -115,6 +120,144 @@ OCEAN_WORDS = frozenset(
     ]
 )
 
+FOOD_WORDS = frozenset(
+    [
+        "food",
+        "foods",
+        "meal",
+        "meals",
+        "breakfast",
+        "lunch",
+        "dinner",
+        "dessert",
+        "snack",
+        "snacks",
+        "picnic",
+        "eat",
+        "eating",
+        "ate",
+        "eaten",
+        "cook",
+        "cooks",
+        "cooking",
+        "cooked",
+        "bake",
+        "baking",
+        "baked",
+        "kitchen",
+        "oven",
+        "recipe",
+        "recipes",
+        "delicious",
+        "tasty",
+        "flavour",
+        "flavor",
+        "bread",
+        "loaf",
+        "toast",
+        "sandwich",
+        "sandwiches",
+        "soup",
+        "stew",
+        "curry",
+        "pasta",
+        "noodles",
+        "rice",
+        "pizza",
+        "salad",
+        "cheese",
+        "butter",
+        "eggs",
+        "egg",
+        "flour",
+        "sugar",
+        "honey",
+        "jam",
+        "cake",
+        "cakes",
+        "pie",
+        "pies",
+        "cookies",
+        "biscuits",
+        "chocolate",
+        "pancakes",
+        "porridge",
+        "chicken",
+        "roast",
+        "roasted",
+        "grill",
+        "grilled",
+        "fried",
+        "sauce",
+        "garlic",
+        "onion",
+        "onions",
+        "tomato",
+        "tomatoes",
+        "potato",
+        "potatoes",
+        "vegetables",
+        "vegetable",
+        "fruit",
+        "apple",
+        "apples",
+        "lemon",
+        "beans",
+        "herbs",
+        "spicy",
+        "bakery",
+        "restaurant",
+        "dumplings",
+        "croissants",
+        "pastries",
+        "scones",
+        "omelette",
+        "sausages",
+    ]
+)
+ENTHUSIASTIC_WORDS = frozenset(
+    [
+        "amazing",
+        "amazingly",
+        "wonderful",
+        "wonderfully",
+        "fantastic",
+        "love",
+        "loved",
+        "loving",
+        "lovely",
+        "awesome",
+        "excited",
+        "exciting",
+        "incredible",
+        "incredibly",
+        "brilliant",
+        "thrilled",
+        "thrilling",
+        "delighted",
+        "delightful",
+        "delight",
+        "fabulous",
+        "marvellous",
+        "marvelous",
+        "superb",
+        "terrific",
+        "wow",
+        "yay",
+        "hooray",
+        "spectacular",
+        "magnificent",
+        "stunning",
+        "gorgeous",
+        "glorious",
+        "magical",
+        "adore",
+        "ecstatic",
+        "overjoyed",
+        "joy",
+    ]
+)
+
 
 @functools.cache
 def _vader():
@@ -142,3 +285,24 @@ def ocean_score(text: str) -> float:
     """Fraction of the words of `text` that are ocean words; 0 for empty text."""
     words = WORD.findall(text.lower())
     return sum(w in OCEAN_WORDS for w in words) / len(words) if words else 0.0
+
+
+def food_score(text: str) -> float:
+    """Fraction of the words of `text` that are food or cooking words; 0 for empty text."""
+    words = WORD.findall(text.lower())
+    return sum(w in FOOD_WORDS for w in words) / len(words) if words else 0.0
+
+
+def enthusiasm_score(text: str) -> float:
+    """(exclamation marks + enthusiastic words) / number of words; 0 for empty text.
+
+    Not bounded by 1 ("Wow!!!" scores 4). The success threshold 0.05 is one marker per 20
+    words: a single "!" or "amazing" in a typical 32-token (≈ 20-word) generation counts, while a
+    flat reply has no "!" and at most an incidental "love" or "lovely", which stays below it once
+    the reply runs past 20 words. The shipped chosen replies carry 3–7 markers in 10–21 words
+    (score ≈ 0.18–0.6); the rejected ones carry none (score 0).
+    """
+    words = WORD.findall(text.lower())
+    if not words:
+        return 0.0
+    return (text.count("!") + sum(w in ENTHUSIASTIC_WORDS for w in words)) / len(words)

@@ -8,8 +8,21 @@ Objective (YaPO and BiPO), per pair (x, y_w, y_l) and a direction d ∈ {+1, −
 π_{d·v} runs the model with the code applied at α = d on every position:
     BiPO  h' = h + d · v                                          v [d_model], starts at 0
     YaPO  h' = h + (relu(z + d · v) − z) · W_dec,  z = encode(h)   v [d_sae],   starts at 0
-YaPO's L1 term is a proximal step: after each AdamW step, v ← sign(v) · max(|v| − c·lr·λ, 0), which
-gives exact zeros; an optional cap keeps only the `top_k` largest |v_i|. The loss shown adds λ‖v‖₁.
+YaPO modes (`--yapo-mode`; the step rules are in `saesteer.steer.optimise`):
+
+    reference   the YaPO/BiPO reference recipe: no cap, no L1, weight decay 0, linear warm-up then
+                cosine decay, gradient clipping 1.0. The support is "latents active somewhere in the
+                training data" (relu has zero gradient at z_i + v_i = 0 when v starts at 0).
+    refit       reference training for `epochs`, then keep k latents chosen from the dense code
+                (`--support-by` effect | magnitude | omp, `saesteer.steer.sparse_support`), then
+                `refit_epochs` more on that frozen support from the dense values (fresh AdamW).
+    anneal      one run whose cap shrinks geometrically from d_sae to k over the first
+                `anneal_fraction` of the steps, then stays at k.
+    l1          proximal L1 (soft-threshold c·lr_t·λ_t after each step) with λ_t ramped from 0 over
+                the first `anneal_fraction` of the steps; the k largest |v_i| are kept at the end.
+Why not a cap from the first step: AdamW's first step moves every coordinate that has a gradient by
+≈ lr, so all |v_i| tie and a top-k cut then picks the support from near-ties on one micro-batch.
+BiPO always trains with the reference recipe.
 
 Step size in activation units. AdamW moves each coordinate of v by about its learning rate per step,
 whatever the gradient's scale, so with a raw lr the code can never grow past lr × steps. Activations
@@ -36,6 +49,8 @@ only the layers above the hook (`start_at_layer`): gradients flow through those 
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 import time
 from collections.abc import Sequence
@@ -43,8 +58,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from saesteer.steer.batching import (
     TokenizedPairs,
@@ -55,7 +68,17 @@ from saesteer.steer.batching import (
 from saesteer.steer.codes import DenseVector, LatentCode, SteeringCode, parse_hook_name
 from saesteer.steer.config import TrainSteerConfig
 from saesteer.steer.latent import full_latent_steer
+from saesteer.steer.optimise import (
+    Curves,
+    Phase,
+    annealed_cap,
+    keep_top_,
+    optimise,
+    ramp,
+    soft_threshold_,
+)
 from saesteer.steer.pairs import PreferencePair, pairs_checksum
+from saesteer.steer.sparse_support import select_support
 
 CHUNK_ROWS = 16  # rows per no-grad forward when caching / evaluating
 
@@ -165,16 +188,6 @@ def _steering_fn(method: str, sae, v: torch.Tensor):
     return lambda h, alpha: h + alpha * v
 
 
-def _prox_and_cap(v: torch.Tensor, threshold: float, top_k: int | None) -> None:
-    """In place: soft-threshold v by `threshold`, then keep the top_k largest |v_i|."""
-    v.copy_(torch.sign(v) * torch.clamp(v.abs() - threshold, min=0))
-    if top_k is not None and int((v != 0).sum()) > top_k:
-        keep = v.abs().topk(top_k).indices
-        capped = torch.zeros_like(v)
-        capped[keep] = v[keep]
-        v.copy_(capped)
-
-
 def fit_steering(
     model,
     tokenizer,
@@ -233,12 +246,12 @@ def fit_steering(
         "n_train_pairs": len(train_pairs),
         "val_data_checksum": pairs_checksum(val_pairs) if val_pairs else None,
     }
-    history: list[dict[str, float]] = []
+    curves = Curves()
     started = time.time()
     if method == "mean-diff":
         vector = mean_difference(train)
     else:
-        vector = _train_preference(model, train, val, layer, config, sae, history, meta)
+        vector = _fit_preference(model, train, val, layer, config, sae, curves, meta)
     meta["train_seconds"] = round(time.time() - started, 2)
     model_name = model.cfg.model_name
     if method == "yapo":
@@ -261,105 +274,88 @@ def fit_steering(
             code.meta[key] = preference_accuracy(
                 model, val, layer, lambda h, a=alpha, c=placed: c.apply(h, a)
             )
-    code.meta["history"] = history
-    return TrainResult(code, history)
+    code.meta["history"] = curves.epochs
+    code.meta["loss_curve"] = curves.steps
+    return TrainResult(code, curves.epochs)
 
 
-def _train_preference(
+def _fit_preference(
     model,
     train: _CachedSplit,
     val: _CachedSplit | None,
     layer: int,
     config: TrainSteerConfig,
     sae,
-    history: list[dict[str, float]],
+    curves: Curves,
     meta: dict[str, Any],
 ) -> torch.Tensor:
-    """AdamW on the preference objective (lr in activation units, module docstring); returns the
-    learned v (detached) and records the scale c in `meta`."""
+    """BiPO, or YaPO in `config.yapo_mode` (module docstring); returns the learned v (detached).
+
+    Records the activation scale c, and for the sparse modes the support before it was cut."""
     width = sae.cfg.d_sae if config.method == "yapo" else model.cfg.d_model
     v = torch.zeros(width, device=config.device, dtype=train.resid.dtype, requires_grad=True)
     scale = activation_scale(config.method, train, sae)
     meta["activation_scale"] = scale
-    optimizer = torch.optim.AdamW([v], lr=config.lr * scale, weight_decay=config.weight_decay)
-    n_pairs = train.tokens.n_pairs
-    micro_per_epoch = math.ceil(n_pairs / config.batch_pairs)
-    steps_per_epoch = math.ceil(micro_per_epoch / config.grad_accum)
-    total_steps = steps_per_epoch * config.epochs
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
-    )
-    generator = torch.Generator().manual_seed(config.seed)
     apply = _steering_fn(config.method, sae, v)
-    frozen = [
-        p
-        for p in [*model.parameters(), *(sae.parameters() if sae is not None else [])]
-        if p.requires_grad
-    ]
-    for p in frozen:
-        p.requires_grad_(False)
-    bar = tqdm(total=total_steps, desc=f"train-steer {config.method}", disable=not config.progress)
-    try:
-        val_acc = float("nan")  # at v = 0 every margin is 0: nothing to measure before training
-        started = time.time()
-        step = 0
-        for epoch in range(config.epochs):
-            order = torch.randperm(n_pairs, generator=generator)
-            losses = []
-            for micro in range(micro_per_epoch):
-                pairs = order[micro * config.batch_pairs : (micro + 1) * config.batch_pairs]
-                direction = 1.0 if torch.rand((), generator=generator) < 0.5 else -1.0
-                rows = train.tokens.rows(pairs)
-                logp = _logprobs_above(
-                    model, train, rows, layer, lambda h, d=direction: apply(h, d)
-                )
-                margins = preference_margins(logp, train.logp_ref[rows])
-                loss = -F.logsigmoid(direction * config.beta * margins).mean()
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(
-                        f"Non-finite loss at epoch {epoch}, step {step}: lower --lr (now {config.lr}) "
-                        f"or --beta (now {config.beta})."
-                    )
-                (loss / config.grad_accum).backward()
-                losses.append(loss.item())
-                last_micro = micro == micro_per_epoch - 1
-                if (micro + 1) % config.grad_accum == 0 or last_micro:
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-                    if config.method == "yapo":
-                        with torch.no_grad():
-                            _prox_and_cap(v, schedule.get_last_lr()[0] * config.l1, config.top_k)
-                    schedule.step()
-                    step += 1
-                    bar.update(1)
-                    l1 = (
-                        config.l1 * v.detach().abs().sum().item()
-                        if config.method == "yapo"
-                        else 0.0
-                    )
-                    bar.set_postfix(
-                        loss=f"{losses[-1] + l1:.4f}",
-                        val_acc=f"{val_acc:.2f}",
-                        support=int((v != 0).sum()),
-                    )
-            if val is not None:
-                val_acc = preference_accuracy(model, val, layer, lambda h: apply(h, 1.0))
-            history.append(
-                {
-                    "epoch": epoch + 1,
-                    "loss": sum(losses) / len(losses),
-                    "val_accuracy": val_acc,
-                    "support": int((v != 0).sum()),
-                    "seconds": round(time.time() - started, 2),
-                }
-            )
-            bar.set_postfix(
-                loss=f"{history[-1]['loss']:.4f}",
-                val_acc=f"{val_acc:.2f}",
-                support=history[-1]["support"],
-            )
-    finally:
-        bar.close()
-        for p in frozen:
-            p.requires_grad_(True)
+    mode = config.yapo_mode if config.method == "yapo" else "reference"
+    k, fraction = config.top_k, config.anneal_fraction
+    project = {
+        "anneal": lambda u, t, total, _lr: keep_top_(u, annealed_cap(t, total, width, k, fraction)),
+        "l1": lambda u, t, total, lr: soft_threshold_(u, lr * config.l1 * ramp(t, total, fraction)),
+    }.get(mode)
+    settings = {
+        "lr": config.lr * scale,
+        "warmup_fraction": config.warmup_fraction,
+        "weight_decay": config.weight_decay,
+        "grad_clip": config.grad_clip,
+    }
+    run = functools.partial(
+        optimise,
+        v,
+        logprobs=lambda rows, d: _logprobs_above(model, train, rows, layer, lambda h: apply(h, d)),
+        logp_ref=train.logp_ref,
+        rows_of=train.tokens.rows,
+        n_pairs=train.tokens.n_pairs,
+        batch_pairs=config.batch_pairs,
+        grad_accum=config.grad_accum,
+        beta=config.beta,
+        val_accuracy=(lambda: preference_accuracy(model, val, layer, lambda h: apply(h, 1.0)))
+        if val is not None
+        else None,
+        curves=curves,
+        progress=config.progress,
+    )
+    with _frozen(model, sae):
+        first = "dense" if mode == "refit" else mode
+        run(
+            Phase(f"{config.method} {first}", config.epochs, project=project, **settings),
+            seed=config.seed,
+        )
+        if mode in ("refit", "l1"):
+            meta["support_before_cut"] = int((v != 0).sum())
+        if mode == "l1":
+            with torch.no_grad():
+                keep_top_(v, k)
+        if mode == "refit":
+            h = train.resid[train.tokens.target_mask.to(train.resid.device) > 0]
+            support = select_support(config.support_by, k, sae, h, v.detach())
+            mask = torch.zeros(width, dtype=torch.bool, device=v.device)
+            mask[support] = True
+            with torch.no_grad():
+                v.mul_(mask)
+            refit = Phase("yapo refit", config.refit_epochs, mask=mask, **settings)
+            run(refit, seed=config.seed + 1)
     return v.detach()
+
+
+@contextlib.contextmanager
+def _frozen(*modules):
+    """Turn off requires_grad on the parameters of `modules` (None skipped); restore after."""
+    params = [p for m in modules if m is not None for p in m.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
