@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import warnings
 from pathlib import Path
 
 import h5py
@@ -227,3 +228,23 @@ def test_train_sae_command_from_cache_and_on_the_fly(cache: Path, tmp_path: Path
     meta = json.loads((tmp_path / "m" / "saesteer.json").read_text())
     assert meta["model_name"] == "tiny-test" and meta["inputs"]["kind"] == "model"
     assert '"explained_variance"' in capsys.readouterr().out
+
+
+def test_a_too_short_run_warns_and_never_spends_it_all_warming_up(tmp_path: Path) -> None:
+    """The issue's case in miniature: 48 steps with --warmup-steps 50 was all warm-up, silently."""
+    from saesteer.sae.trainer import effective_warmup, lr_factor
+
+    data = sparse_data(n=48 * 64, d=32)
+    cfg = quick_config(tmp_path / "sae", d_sae=64, tokens=48 * 64, batch_size=64, warmup_steps=50)
+    with pytest.warns(UserWarning) as caught:
+        train_sae(cfg, source=TensorSource(data))
+    text = " ".join(str(w.message) for w in caught)
+    assert "Only 48 optimizer steps" in text and "lower --batch-size" in text
+    assert "warming up over 4 instead" in text
+    assert effective_warmup(50, 48) == 4 and lr_factor(4, 48, 4, 0.2) == 1.0  # full lr reached
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a long enough run says nothing
+        train_sae(
+            quick_config(tmp_path / "long", d_sae=64, tokens=160 * 64, batch_size=64),
+            source=TensorSource(sparse_data(n=160 * 64, d=32)),
+        )

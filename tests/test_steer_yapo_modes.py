@@ -85,7 +85,7 @@ def test_one_step_equals_the_hand_computed_update(mode):
     expected = -0.2 * warm * torch.sign(grad)
     if mask is not None:
         expected = expected * mask
-    assert torch.allclose(v.detach(), expected, atol=1e-5), (v.detach() - expected)
+    assert torch.allclose(v.detach(), expected, atol=1e-5), v.detach() - expected
 
 
 def test_support_rules_by_hand():

@@ -11,6 +11,8 @@ from typing import Any
 from saesteer.config import option
 
 ARCHITECTURES = ("relu", "topk", "batchtopk", "jumprelu")
+WARMUP_CAP = 0.1  # the warm-up is at most this fraction of the steps
+MIN_STEPS = 150  # fewer optimizer steps than this warn (see saesteer.sae.trainer)
 
 
 @dataclass
@@ -35,9 +37,15 @@ class TrainSAEConfig:
     d_sae: int = option(0, "Number of latents (0: expansion × d_in)")
     expansion: int = option(8, "d_sae = expansion × d_in when --d-sae is 0")
     tokens: int = option(2_000_000, "Training tokens (steps = tokens // batch_size)")
-    batch_size: int = option(4096, "Global batch in tokens (split evenly across ranks)")
-    lr: float = option(4e-4, "Adam learning rate (peak)")
-    warmup_steps: int = option(50, "Linear learning-rate warm-up steps")
+    batch_size: int = option(
+        1024,
+        "Global batch in tokens (split evenly across ranks); steps = tokens // batch_size, so a "
+        f"bigger batch means fewer steps (a run of fewer than {MIN_STEPS} steps warns)",
+    )
+    lr: float = option(1e-3, "Adam learning rate (peak)")
+    warmup_steps: int = option(
+        50, f"Linear learning-rate warm-up steps (at most {WARMUP_CAP:.0%} of the run's steps)"
+    )
     decay_fraction: float = option(0.2, "Final fraction of steps with linear decay to 0")
     l1_coefficient: float = option(1.0, "relu: weight of the decoder-norm-weighted L1 penalty")
     l0_coefficient: float = option(1.0, "jumprelu: weight of the L0 penalty")

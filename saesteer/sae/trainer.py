@@ -3,6 +3,9 @@ atomic resumable checkpoints and data parallelism (torchrun → DistributedDataP
 
 Learning rate at step t of T (warm-up W, decay over the last fraction f):
     lr_t = lr · min(1, (t + 1)/W, (T − t)/(f·T))
+    W    = min(warmup_steps, ⌊WARMUP_CAP · T⌋)      a short run is never all warm-up
+A run of fewer than MIN_STEPS steps warns: it under-trains whatever its tokens (measured on the
+default model, 200k tokens: 48 steps of batch 4096 reach explained variance 0.38, 195 of 1024 0.80).
 Each step: x ← s·x (input scale), loss = L_mse + L_sparse (+ L_aux) (see `training.py`), backward,
 remove the radial part of ∂L/∂W_dec (unit-norm archs), Adam step, renormalise W_dec rows.
 With `torchrun --nproc_per_node=N`, rank r reads rows [r·B/N, (r+1)·B/N) of every global batch B;
@@ -15,6 +18,7 @@ import copy
 import dataclasses
 import math
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,12 +34,35 @@ from saesteer.sae.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from saesteer.sae.configs import TrainSAEConfig
+from saesteer.sae.configs import MIN_STEPS, WARMUP_CAP, TrainSAEConfig
 from saesteer.sae.data import ActivationSource, build_source, check_finite
 from saesteer.sae.init import init_b_dec, input_scale
 from saesteer.sae.io import META_FILE, save_sae
 from saesteer.sae.model import SAE, SAEConfig
 from saesteer.sae.training import TrainingSAE
+
+
+def effective_warmup(warmup_steps: int, total_steps: int) -> int:
+    """W of the module docstring."""
+    return min(warmup_steps, int(WARMUP_CAP * total_steps))
+
+
+def schedule_warnings(cfg: TrainSAEConfig, total_steps: int) -> list[str]:
+    """What is wrong with this run's schedule, each with the fix (empty when nothing is)."""
+    notes = []
+    if total_steps < MIN_STEPS:
+        notes.append(
+            f"Only {total_steps} optimizer steps (--tokens {cfg.tokens} // --batch-size "
+            f"{cfg.batch_size}): SAEs under-train below ~{MIN_STEPS}; lower --batch-size "
+            f"(e.g. {max(64, cfg.tokens // (4 * MIN_STEPS) // 64 * 64)}) or raise --tokens."
+        )
+    warmup = effective_warmup(cfg.warmup_steps, total_steps)
+    if warmup < cfg.warmup_steps:
+        notes.append(
+            f"--warmup-steps {cfg.warmup_steps} is more than {WARMUP_CAP:.0%} of the "
+            f"{total_steps} steps; warming up over {warmup} instead."
+        )
+    return notes
 
 
 class NonFiniteError(RuntimeError):
@@ -136,6 +163,9 @@ def train_sae(
     total_steps = cfg.tokens // cfg.batch_size
     if total_steps < 1:
         raise ValueError(f"--tokens {cfg.tokens} is less than one batch of {cfg.batch_size}.")
+    for note in schedule_warnings(cfg, total_steps) if ctx.main else ():
+        warnings.warn(note, UserWarning, stacklevel=2)
+    warmup = effective_warmup(cfg.warmup_steps, total_steps)
     torch.manual_seed(cfg.seed)
     sae_cfg = SAEConfig(
         d_in=source.d_in,
@@ -148,7 +178,7 @@ def train_sae(
     module = TrainingSAE(SAE(sae_cfg), cfg.loss_settings()).to(ctx.device)
     optimizer = torch.optim.Adam(module.parameters(), lr=cfg.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda t: lr_factor(t, total_steps, cfg.warmup_steps, cfg.decay_fraction)
+        optimizer, lambda t: lr_factor(t, total_steps, warmup, cfg.decay_fraction)
     )
     since_fired = torch.zeros(sae_cfg.d_sae, dtype=torch.long, device=ctx.device)
     step, scale = 0, 1.0
