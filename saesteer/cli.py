@@ -20,6 +20,7 @@ COMMAND_ORDER = [
     "cache",
     "train-sae",
     "eval-sae",
+    "sae-suite",
     "features",
     "train-steer",
     "generate",

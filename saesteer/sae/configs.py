@@ -116,4 +116,9 @@ class EvalSAEConfig:
     dense_threshold: float = option(
         0.1, "A latent active on more than this fraction of tokens is dense"
     )
+    skip_positions: int = option(
+        -1,
+        "Splice the SAE in from this position on (earlier positions stay clean); "
+        "-1: the --skip-positions the SAE was trained with",
+    )
     out: str = option("", "Folder for eval.json and the histogram (default: the SAE folder)")

@@ -10,6 +10,9 @@ With x the hook activations over N held-out tokens, μ their mean, x̂ = SAE(x),
     density_j                = fraction of tokens with z_j > 0;  dead: density 0,  dense: > `dense_threshold`
 Spliced into the model at the hook (next-token cross-entropy CE, per-token KL to the clean model):
     CE recovered = (CE_zero − CE_sae) / (CE_zero − CE_clean)   (zero: the hook's output set to 0)
+    An SAE trained without the first s positions (`--skip-positions s`) is spliced in at positions
+    ≥ s only (the first s keep x in every run, "zero" included): it was never asked to reconstruct
+    them, and the attention sink's huge norm would otherwise dominate CE_sae.
     KL           = mean_t Σ_v p_clean(v) · (log p_clean(v) − log p_sae(v))
     error term:  the hook returns x̂ + (x − x̂); logits must equal the clean ones (max |Δ| ≤ 1e-4)
 """
@@ -118,8 +121,11 @@ def evaluate_spliced(
     tokens: torch.Tensor,
     batch_contexts: int = 8,
     dense_threshold: float = 0.1,
+    skip_positions: int = 0,
 ) -> tuple[dict[str, float], torch.Tensor]:
-    """All metrics of the module docstring on tokens [n_ctx, L]; returns (metrics, density [d_sae])."""
+    """All metrics of the module docstring on tokens [n_ctx, L]; returns (metrics, density [d_sae]).
+
+    skip_positions: the first positions keep their clean activation in the spliced runs."""
     if hook not in model.hook_dict:
         raise ValueError(
             f"Hook {hook!r} is not in the model; the SAE was trained on {sae.cfg.hook_name!r}."
@@ -140,6 +146,7 @@ def evaluate_spliced(
         x, clean = _capture_run(model, batch, hook, sae.cfg.d_in)
         z = sae.encode(x.float())
         recon = sae.decode(z).to(x.dtype)
+        keep = torch.arange(x.shape[1], device=x.device)[None, :, None] < skip_positions
         acc.add(
             x.reshape(-1, x.shape[-1]), recon.reshape(-1, x.shape[-1]), z.reshape(-1, z.shape[-1])
         )
@@ -148,9 +155,10 @@ def evaluate_spliced(
             recon[:, 1:].reshape(-1, x.shape[-1]),
             z[:, 1:].reshape(-1, z.shape[-1]),
         )
+        spliced, zeroed = torch.where(keep, x, recon), torch.where(keep, x, torch.zeros_like(x))
         runs = {
-            "sae": model.run_with_hooks(batch, fwd_hooks=[(hook, _constant(recon))]),
-            "zero": model.run_with_hooks(batch, fwd_hooks=[(hook, _constant(torch.zeros_like(x)))]),
+            "sae": model.run_with_hooks(batch, fwd_hooks=[(hook, _constant(spliced))]),
+            "zero": model.run_with_hooks(batch, fwd_hooks=[(hook, _constant(zeroed))]),
             "sae_with_error": model.run_with_hooks(
                 batch, fwd_hooks=[(hook, _constant(recon + (x - recon)))]
             ),
@@ -184,6 +192,7 @@ def evaluate_spliced(
         ce_loss_recovered_with_error=recovered_err,
         max_logit_diff_with_error=max_error_term_diff,
         n_predictions=n_pred,
+        spliced_from_position=skip_positions,
     )
     return metrics, density
 
@@ -222,6 +231,17 @@ def write_eval(folder: str | Path, metrics: dict[str, Any], density: torch.Tenso
     return path
 
 
+def trained_skip_positions(folder: str | Path) -> int:
+    """The --skip-positions an SAE folder was trained with (0 when it does not say)."""
+    from saesteer.sae.io import META_FILE
+
+    meta = Path(folder) / META_FILE
+    if not meta.is_file():
+        return 0
+    training = json.loads(meta.read_text()).get("training") or {}
+    return int((training.get("config") or {}).get("skip_positions", 0))
+
+
 def run_eval(
     cfg: EvalSAEConfig, model: Any = None, tokens: torch.Tensor | None = None
 ) -> dict[str, Any]:
@@ -253,8 +273,9 @@ def run_eval(
             seed=cfg.seed,
         )
         tokens = torch.as_tensor(contexts.tokens, dtype=torch.long)
+    skip = cfg.skip_positions if cfg.skip_positions >= 0 else trained_skip_positions(cfg.sae)
     metrics, density = evaluate_spliced(
-        model, sae, hook, tokens, cfg.batch_contexts, cfg.dense_threshold
+        model, sae, hook, tokens, cfg.batch_contexts, cfg.dense_threshold, skip
     )
     from saesteer.sae.io import sae_checksum
 

@@ -95,15 +95,21 @@ def save_sae(
     path: str | Path,
     log10_density: torch.Tensor | None = None,
     metadata: dict[str, Any] | None = None,
+    storage_dtype: torch.dtype | None = None,
 ) -> Path:
     """Write `sae` to folder `path` (see module docstring); returns the folder.
 
     log10_density: [d_sae] log10 of each latent's firing frequency (sae-lens's sparsity file).
     metadata: extra JSON-able fields for saesteer.json (training config, seed, input checksums, …).
+    storage_dtype: write the weights in this dtype (e.g. float16 to halve the bytes; they load back
+    in the SAE's own dtype, and the recorded checksum is that of the SAE as given).
     """
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    weights = {name: t.detach().cpu().contiguous() for name, t in sae.state_dict().items()}
+    weights = {
+        name: t.detach().cpu().to(storage_dtype or t.dtype).contiguous()
+        for name, t in sae.state_dict().items()
+    }
     if sae.cfg.arch not in ("jumprelu", "batchtopk"):
         weights.pop("threshold")
     atomic_write_bytes(path / WEIGHTS_FILE, save(weights))
@@ -129,11 +135,16 @@ def save_sae(
 
 
 def load_sae(path: str | Path, device: str = "cpu") -> SAE:
-    """Load an SAE folder written by `save_sae` or by sae-lens (`save_model`/`save_inference_model`).
+    """Load an SAE folder written by `save_sae` or by sae-lens (`save_model`/`save_inference_model`),
+    or a shipped one by name: "pretrained:NAME" (`saesteer.sae.suite`, checked against its sha256).
 
     Folders without saesteer.json are read as sae-lens SAEs (standard, topk, jumprelu); their
     conventions (apply_b_dec_to_input=False, rescale_acts_by_decoder_norm) are folded into weights.
     """
+    if str(path).startswith("pretrained:"):
+        from saesteer.sae.suite import pretrained_dir
+
+        path = pretrained_dir(str(path))
     path = Path(path)
     if not (path / CFG_FILE).is_file() or not (path / WEIGHTS_FILE).is_file():
         raise FileNotFoundError(
