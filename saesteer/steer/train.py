@@ -89,6 +89,8 @@ class TrainResult:
 
     code: SteeringCode
     history: list[dict[str, float]] = field(default_factory=list)
+    dense_values: torch.Tensor | None = None
+    """yapo refit/l1: the code before its support was cut (what reference mode would return)."""
 
 
 def start_layer(hook_name: str) -> int:
@@ -246,12 +248,12 @@ def fit_steering(
         "n_train_pairs": len(train_pairs),
         "val_data_checksum": pairs_checksum(val_pairs) if val_pairs else None,
     }
-    curves = Curves()
+    curves, dense = Curves(), None
     started = time.time()
     if method == "mean-diff":
         vector = mean_difference(train)
     else:
-        vector = _fit_preference(model, train, val, layer, config, sae, curves, meta)
+        vector, dense = _fit_preference(model, train, val, layer, config, sae, curves, meta)
     meta["train_seconds"] = round(time.time() - started, 2)
     model_name = model.cfg.model_name
     if method == "yapo":
@@ -276,7 +278,7 @@ def fit_steering(
             )
     code.meta["history"] = curves.epochs
     code.meta["loss_curve"] = curves.steps
-    return TrainResult(code, curves.epochs)
+    return TrainResult(code, curves.epochs, dense)
 
 
 def _fit_preference(
@@ -288,10 +290,11 @@ def _fit_preference(
     sae,
     curves: Curves,
     meta: dict[str, Any],
-) -> torch.Tensor:
-    """BiPO, or YaPO in `config.yapo_mode` (module docstring); returns the learned v (detached).
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """BiPO, or YaPO in `config.yapo_mode` (module docstring); returns the learned v and, for
+    refit and l1, v before its support was cut (both detached, on the CPU).
 
-    Records the activation scale c, and for the sparse modes the support before it was cut."""
+    Records the activation scale c, and for refit and l1 the support before it was cut."""
     width = sae.cfg.d_sae if config.method == "yapo" else model.cfg.d_model
     v = torch.zeros(width, device=config.device, dtype=train.resid.dtype, requires_grad=True)
     scale = activation_scale(config.method, train, sae)
@@ -331,8 +334,9 @@ def _fit_preference(
             Phase(f"{config.method} {first}", config.epochs, project=project, **settings),
             seed=config.seed,
         )
-        if mode in ("refit", "l1"):
-            meta["support_before_cut"] = int((v != 0).sum())
+        dense = v.detach().cpu().clone() if mode in ("refit", "l1") else None
+        if dense is not None:
+            meta["support_before_cut"] = int((dense != 0).sum())
         if mode == "l1":
             with torch.no_grad():
                 keep_top_(v, k)
@@ -345,7 +349,7 @@ def _fit_preference(
                 v.mul_(mask)
             refit = Phase("yapo refit", config.refit_epochs, mask=mask, **settings)
             run(refit, seed=config.seed + 1)
-    return v.detach()
+    return v.detach(), dense
 
 
 @contextlib.contextmanager
