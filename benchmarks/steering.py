@@ -78,7 +78,9 @@ STORY_PROMPTS = (
     "My first week at the new job",
     "The neighbours were talking about the",
 )
-METHODS = ("mean-diff", "bipo", "yapo-reference", "yapo-refit")
+# yapo-refit: dense → 32 latents by effect → refit; yapo-md: the 32-latent OMP fit of the
+# mean difference → preference training on that support (TrainSteerConfig.support_by).
+METHODS = ("mean-diff", "bipo", "yapo-reference", "yapo-refit", "yapo-md")
 
 
 def parse_args() -> argparse.Namespace:
@@ -222,8 +224,9 @@ def fit_codes(model, tokenizer, sae, name: str, method: str, seed: int, args) ->
         seed=seed,
         progress=False,
     )
-    if method in ("mean-diff", "bipo"):
-        config = TrainSteerConfig(**{**vars(base), "method": method})
+    if method in ("mean-diff", "bipo", "yapo-md"):
+        extra = {"method": "yapo", "support_by": "mean-diff"} if method == "yapo-md" else {}
+        config = TrainSteerConfig(**{**vars(base), "method": method, **extra})
         result = fit_steering(model, tokenizer, train, config, sae=sae, val_pairs=val)
         return {method: result.code}, {method: result.code.meta.get("loss_curve", [])}
     config = TrainSteerConfig(**{**vars(base), "method": "yapo", "yapo_mode": "refit"})
@@ -344,7 +347,7 @@ def diagnostics(model, tokenizer, name: str, codes: dict, sae, args) -> dict:
     h = split.resid[split.tokens.target_mask > 0]
     dense = {m: [c.vector for c in codes[m]] for m in ("mean-diff", "bipo") if m in codes}
     out: dict = {}
-    for method in ("yapo-refit", "yapo-reference"):
+    for method in ("yapo-refit", "yapo-md", "yapo-reference"):
         if method not in codes:
             continue
         supports = [set(c.support.tolist()) for c in codes[method]]
@@ -428,7 +431,7 @@ def plots(report: dict, args) -> None:
         fig.savefig(args.out / f"frontier_{name}.png", dpi=110)
         plt.close(fig)
         fig, ax = plt.subplots(figsize=(6, 4))
-        for method in ("bipo", "yapo-refit"):
+        for method in ("bipo", "yapo-reference", "yapo-md"):
             for curve in entry["curves"].get(method, [])[:1]:
                 ax.plot([s["step"] for s in curve], [s["loss"] for s in curve], label=method, lw=1)
         ax.set(

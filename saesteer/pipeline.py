@@ -53,8 +53,9 @@ class PipelineConfig:
     steer_epochs: int = option(2, "YaPO passes over the behaviour's training pairs")
     steer_pairs: int = option(0, "training pairs used (0: all of the behaviour's train split)")
     steer_lr: float = option(0.1, "YaPO learning rate (activation units, see saesteer.steer.train)")
-    steer_l1: float = option(0.05, "YaPO L1 weight λ")
-    steer_top_k: int = option(32, "YaPO support cap (latents)")
+    steer_top_k: int = option(
+        32, "latents of the YaPO code (trained dense, then these kept and refitted)"
+    )
     alphas: list[float] = option(  # noqa: RUF009 (option gives lists a default factory)
         [-2.0, 1.0, 2.0, 4.0], "strengths generated and audited (α = 0 is added)"
     )
@@ -249,7 +250,6 @@ def run_pipeline(config: PipelineConfig) -> PipelineOutputs:
             chat=chosen.chat,
             epochs=config.steer_epochs,
             lr=config.steer_lr,
-            l1=config.steer_l1,
             top_k=config.steer_top_k,
             seed=config.seed,
             device=config.device,

@@ -38,6 +38,11 @@ def test_export_round_trip_and_verified_loading(tmp_path: Path, monkeypatch) -> 
     weights = shipped / "tiny" / "sae_weights.safetensors"
     assert weights.stat().st_size < 0.6 * (tmp_path / "trained" / weights.name).stat().st_size
 
+    from saesteer.sae.configs import EvalSAEConfig
+    from saesteer.sae.evals import run_eval
+
+    with pytest.raises(ValueError, match="shipped SAE: pass --out DIR"):  # not into the package
+        run_eval(EvalSAEConfig(sae="pretrained:tiny"))
     with pytest.raises(ValueError, match="No pretrained SAE 'other'; shipped: \\['tiny'\\]"):
         load_sae("pretrained:other")
     data = bytearray(weights.read_bytes())

@@ -27,7 +27,7 @@ N_PROMPT_LATENTS = 8
 def run_features(cfg: FeaturesConfig, progress: bool = True) -> Path:
     """Run a discovery job (module docstring); returns the output folder."""
     from saesteer.models import MODEL_ALIASES, load_model
-    from saesteer.sae.io import library_versions, load_sae, sae_checksum
+    from saesteer.sae.io import library_versions, load_sae, output_beside_sae, sae_checksum
 
     if not cfg.sae or not cfg.cache:
         raise ValueError("Feature discovery needs --sae DIR and --cache PATH.")
@@ -38,7 +38,7 @@ def run_features(cfg: FeaturesConfig, progress: bool = True) -> Path:
         raise ValueError(
             f"The SAE in {cfg.sae} does not record its model or hook; pass --model and --hook."
         )
-    out = Path(cfg.out) if cfg.out else Path(cfg.sae) / "features"
+    out = output_beside_sae(cfg.sae, cfg.out, "features")
     table = CachedActivations(cfg.cache, hook, cfg.max_tokens)
     cached_model = str(table.reader.attrs.get("model_name") or "")
     if cached_model and MODEL_ALIASES.get(cached_model, cached_model) != MODEL_ALIASES.get(

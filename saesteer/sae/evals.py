@@ -233,9 +233,9 @@ def write_eval(folder: str | Path, metrics: dict[str, Any], density: torch.Tenso
 
 def trained_skip_positions(folder: str | Path) -> int:
     """The --skip-positions an SAE folder was trained with (0 when it does not say)."""
-    from saesteer.sae.io import META_FILE
+    from saesteer.sae.io import META_FILE, sae_dir
 
-    meta = Path(folder) / META_FILE
+    meta = sae_dir(folder) / META_FILE
     if not meta.is_file():
         return 0
     training = json.loads(meta.read_text()).get("training") or {}
@@ -246,8 +246,9 @@ def run_eval(
     cfg: EvalSAEConfig, model: Any = None, tokens: torch.Tensor | None = None
 ) -> dict[str, Any]:
     """Load the SAE, the model and held-out tokens (unless given), evaluate, write, return metrics."""
-    from saesteer.sae.io import load_sae
+    from saesteer.sae.io import load_sae, output_beside_sae
 
+    out = output_beside_sae(cfg.sae, cfg.out, "")
     sae = load_sae(cfg.sae)
     hook = cfg.hook or sae.cfg.hook_name
     if not hook:
@@ -286,5 +287,5 @@ def run_eval(
         "config": config_to_dict(cfg),
         **metrics,
     }
-    write_eval(cfg.out or cfg.sae, result, density)
+    write_eval(out, result, density)
     return result

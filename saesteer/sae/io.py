@@ -134,6 +134,25 @@ def save_sae(
     return path
 
 
+def sae_dir(spec: str | Path) -> Path:
+    """The folder of an SAE given as a folder or as "pretrained:NAME" (verified, read-only)."""
+    if str(spec).startswith("pretrained:"):
+        from saesteer.sae.suite import pretrained_dir
+
+        return pretrained_dir(str(spec))
+    return Path(spec)
+
+
+def output_beside_sae(spec: str | Path, out: str, default_name: str) -> Path:
+    """`out`, or `default_name` inside the SAE's folder; a shipped SAE's folder is not writable
+    (it is part of the installed package), so there `out` is required."""
+    if out:
+        return Path(out)
+    if str(spec).startswith("pretrained:"):
+        raise ValueError(f"{spec} is a shipped SAE: pass --out DIR for the results.")
+    return Path(spec) / default_name if default_name else Path(spec)
+
+
 def load_sae(path: str | Path, device: str = "cpu") -> SAE:
     """Load an SAE folder written by `save_sae` or by sae-lens (`save_model`/`save_inference_model`),
     or a shipped one by name: "pretrained:NAME" (`saesteer.sae.suite`, checked against its sha256).
@@ -141,11 +160,7 @@ def load_sae(path: str | Path, device: str = "cpu") -> SAE:
     Folders without saesteer.json are read as sae-lens SAEs (standard, topk, jumprelu); their
     conventions (apply_b_dec_to_input=False, rescale_acts_by_decoder_norm) are folded into weights.
     """
-    if str(path).startswith("pretrained:"):
-        from saesteer.sae.suite import pretrained_dir
-
-        path = pretrained_dir(str(path))
-    path = Path(path)
+    path = sae_dir(path)
     if not (path / CFG_FILE).is_file() or not (path / WEIGHTS_FILE).is_file():
         raise FileNotFoundError(
             f"{path} is not an SAE folder (needs {CFG_FILE} and {WEIGHTS_FILE})."

@@ -48,7 +48,7 @@ MEMBERS = {
     for m in (
         SuiteMember("smollm2-l15-topk-8x-k64", "blocks.15.hook_resid_post", "topk", 64, 8, 2),
         SuiteMember(
-            "smollm2-l15-batchtopk-8x-k64", "blocks.15.hook_resid_post", "batchtopk", 64, 8, 2
+            "smollm2-l15-batchtopk-4x-k64", "blocks.15.hook_resid_post", "batchtopk", 64, 4, 2
         ),
         SuiteMember("smollm2-l9-topk-4x-k64", "blocks.9.hook_resid_post", "topk", 64, 4, 2),
     )

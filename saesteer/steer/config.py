@@ -8,7 +8,7 @@ from saesteer.config import option
 
 METHODS = ("yapo", "bipo", "mean-diff")
 YAPO_MODES = ("refit", "reference", "anneal", "l1")
-SUPPORT_RULES = ("effect", "magnitude", "omp")  # saesteer.steer.sparse_support
+SUPPORT_RULES = ("effect", "magnitude", "omp", "mean-diff")  # saesteer.steer.sparse_support, train
 
 
 @dataclass
@@ -77,7 +77,8 @@ class TrainSteerConfig:
     support_by: str = option(
         "effect",
         "yapo refit: which latents to keep: effect (how much each moves the residual) | "
-        "magnitude (|v_i|) | omp (matching pursuit of the dense edit)",
+        "magnitude (|v_i|) | omp (matching pursuit of the dense edit) | mean-diff (no dense "
+        "phase: start from the k-latent matching-pursuit fit of the pairs' mean difference)",
         choices=list(SUPPORT_RULES),
     )
     refit_epochs: int = option(2, "yapo refit: epochs on the chosen support")

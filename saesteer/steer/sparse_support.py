@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
-SUPPORT_RULES = ("effect", "magnitude", "omp")
+DENSE_CODE_RULES = ("effect", "magnitude", "omp")  # rules that pick from a trained dense code
 
 
 @dataclass(frozen=True)
@@ -79,8 +79,8 @@ def select_support(rule: str, k: int, sae, h: torch.Tensor, v: torch.Tensor) -> 
 
     Only latents with v_i ≠ 0 are eligible, so the result can be shorter than k.
     """
-    if rule not in SUPPORT_RULES:
-        raise ValueError(f"support rule must be one of {SUPPORT_RULES}, got {rule!r}.")
+    if rule not in DENSE_CODE_RULES:
+        raise ValueError(f"support rule must be one of {DENSE_CODE_RULES}, got {rule!r}.")
     eligible = (v != 0).nonzero().squeeze(-1)
     k = min(k, int(eligible.numel()))
     if k == 0:

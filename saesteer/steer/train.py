@@ -16,6 +16,11 @@ YaPO modes (`--yapo-mode`; the step rules are in `saesteer.steer.optimise`):
     refit       reference training for `epochs`, then keep k latents chosen from the dense code
                 (`--support-by` effect | magnitude | omp, `saesteer.steer.sparse_support`), then
                 `refit_epochs` more on that frozen support from the dense values (fresh AdamW).
+                `--support-by mean-diff` skips the dense phase: the support and the starting
+                values are the k-latent OMP fit of the pairs' mean difference m onto the decoder
+                rows (v_S = argmin ‖m − v_S · W_dec[S]‖; for an active latent relu(z + v) − z = v,
+                so at α = 1 the code starts as a sparse copy of the mean-difference edit), then
+                `epochs` of preference training on that support.
     anneal      one run whose cap shrinks geometrically from d_sae to k over the first
                 `anneal_fraction` of the steps, then stays at k.
     l1          proximal L1 (soft-threshold c·lr_t·λ_t after each step) with λ_t ramped from 0 over
@@ -78,7 +83,7 @@ from saesteer.steer.optimise import (
     soft_threshold_,
 )
 from saesteer.steer.pairs import PreferencePair, pairs_checksum
-from saesteer.steer.sparse_support import select_support
+from saesteer.steer.sparse_support import select_support, sparse_fit
 
 CHUNK_ROWS = 16  # rows per no-grad forward when caching / evaluating
 
@@ -329,6 +334,16 @@ def _fit_preference(
         progress=config.progress,
     )
     with _frozen(model, sae):
+        if mode == "refit" and config.support_by == "mean-diff":
+            # no dense phase: start from the k-latent OMP fit of the mean difference
+            fit = sparse_fit(mean_difference(train), sae.W_dec.detach(), k)
+            meta["mean_diff_fit_cos2"] = fit.cos2
+            mask = torch.zeros(width, dtype=torch.bool, device=v.device)
+            mask[fit.support] = True
+            with torch.no_grad():
+                v[fit.support] = fit.coefficients.to(v.dtype)
+            run(Phase("yapo refit", config.epochs, mask=mask, **settings), seed=config.seed)
+            return v.detach(), None
         first = "dense" if mode == "refit" else mode
         run(
             Phase(f"{config.method} {first}", config.epochs, project=project, **settings),
