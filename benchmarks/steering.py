@@ -97,6 +97,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=TrainSteerConfig.lr)
     p.add_argument("--top-k", type=int, default=TrainSteerConfig.top_k)
     p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument("--n-prompts", type=int, default=0, help="held-out prompts used (0: all)")
     p.add_argument("--budget", type=float, default=2.0, help="ppl budget × unsteered")
     p.add_argument("--boot", type=int, default=1000, help="bootstrap resamples")
     p.add_argument("--threads", type=int, default=2)
@@ -104,21 +105,23 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
-def eval_prompts(name: str) -> list[str]:
-    """Held-out prompts for a behaviour: its validation prompts, then the shared held-out list."""
+def eval_prompts(name: str, n: int = 0) -> list[str]:
+    """Held-out prompts for a behaviour: its validation prompts, then the shared held-out list
+    (the first n; 0: all)."""
     chosen = behaviour(name)
     _, val = training_data(name)
     extra = CHAT_PROMPTS if chosen.chat else STORY_PROMPTS
-    return list(dict.fromkeys([p.prompt for p in val] + list(extra)))
+    prompts = list(dict.fromkeys([p.prompt for p in val] + list(extra)))
+    return prompts[: n or None]
 
 
 class Scorer:
     """Generates, scores and measures coherence and drift with the HF model (module docstring)."""
 
-    def __init__(self, hf, tokenizer, name: str, max_new_tokens: int) -> None:
+    def __init__(self, hf, tokenizer, name: str, max_new_tokens: int, n_prompts: int = 0) -> None:
         self.hf, self.tokenizer, self.name = hf, tokenizer, name
         self.behaviour = behaviour(name)
-        self.prompts = eval_prompts(name)
+        self.prompts = eval_prompts(name, n_prompts)
         self.ids, self.mask = batch_prompt_ids(tokenizer, self.prompts, chat=self.behaviour.chat)
         self.max_new_tokens = max_new_tokens
         self.neutral_ids, self.neutral_mask = batch_prompt_ids(tokenizer, list(NEUTRAL_PROMPTS))
@@ -256,7 +259,7 @@ def main() -> None:
     seconds = {"fit": 0.0, "generation": 0.0, "scoring": 0.0}
     report: dict = {"args": {k: str(v) for k, v in vars(args).items()}, "behaviours": {}}
     for name in args.behaviours.split(","):
-        scorer = Scorer(hf, tokenizer, name, args.max_new_tokens)
+        scorer = Scorer(hf, tokenizer, name, args.max_new_tokens, args.n_prompts)
         base = scorer.point(None, 0.0)
         seconds["generation"] += base["seconds"]["generation"]
         entry = {"unsteered": base, "methods": {}, "curves": {}, "diagnostics": {}}
@@ -367,7 +370,11 @@ def diagnostics(model, tokenizer, name: str, codes: dict, sae, args) -> dict:
         for spec in [args.sae, *filter(None, args.diag_saes.split(","))]:
             from saesteer.sae.io import load_sae
 
-            other = load_sae(spec)
+            try:
+                other = load_sae(spec)
+            except (OSError, ValueError) as error:  # e.g. still training: say so, go on
+                fits[spec] = {"error": str(error)}
+                continue
             if other.cfg.hook_name != sae.cfg.hook_name:
                 continue
             fits[spec] = {

@@ -296,10 +296,10 @@ def _fit_preference(
     curves: Curves,
     meta: dict[str, Any],
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """BiPO, or YaPO in `config.yapo_mode` (module docstring); returns the learned v and, for
-    refit and l1, v before its support was cut (both detached, on the CPU).
+    """BiPO, or YaPO in `config.yapo_mode` (module docstring); returns the learned v (detached)
+    and, when a dense phase was cut to k latents (refit, l1), v before the cut (on the CPU).
 
-    Records the activation scale c, and for refit and l1 the support before it was cut."""
+    Records the activation scale c, the support before the cut, or the mean-difference fit's cos²."""
     width = sae.cfg.d_sae if config.method == "yapo" else model.cfg.d_model
     v = torch.zeros(width, device=config.device, dtype=train.resid.dtype, requires_grad=True)
     scale = activation_scale(config.method, train, sae)
