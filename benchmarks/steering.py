@@ -80,7 +80,9 @@ STORY_PROMPTS = (
 )
 # yapo-refit: dense → 32 latents by effect → refit; yapo-md: the 32-latent OMP fit of the
 # mean difference → preference training on that support (TrainSteerConfig.support_by).
-METHODS = ("mean-diff", "bipo", "yapo-reference", "yapo-refit", "yapo-md")
+# sparse-mean-diff: that OMP fit itself, untrained (= train-steer --method yapo --support-by
+# mean-diff --lr 0, as tests/test_steer_yapo_modes.py checks).
+METHODS = ("mean-diff", "bipo", "yapo-reference", "yapo-refit", "yapo-md", "sparse-mean-diff")
 
 
 def parse_args() -> argparse.Namespace:
@@ -227,12 +229,22 @@ def fit_codes(model, tokenizer, sae, name: str, method: str, seed: int, args) ->
         seed=seed,
         progress=False,
     )
+    if method == "sparse-mean-diff":
+        config = TrainSteerConfig(**{**vars(base), "method": "mean-diff"})
+        dense = fit_steering(model, tokenizer, train, config, sae=sae).code.vector
+        fit = sparse_fit(dense, sae.W_dec.detach(), args.top_k)
+        values = torch.zeros(sae.cfg.d_sae)
+        values[fit.support] = fit.coefficients
+        meta = {"mean_diff_fit_cos2": fit.cos2, "val_accuracy": None}
+        return {method: LatentCode(sae, values, method="yapo", meta=meta)}, {method: []}
     if method in ("mean-diff", "bipo", "yapo-md"):
         extra = {"method": "yapo", "support_by": "mean-diff"} if method == "yapo-md" else {}
         config = TrainSteerConfig(**{**vars(base), "method": method, **extra})
         result = fit_steering(model, tokenizer, train, config, sae=sae, val_pairs=val)
         return {method: result.code}, {method: result.code.meta.get("loss_curve", [])}
-    config = TrainSteerConfig(**{**vars(base), "method": "yapo", "yapo_mode": "refit"})
+    config = TrainSteerConfig(
+        **{**vars(base), "method": "yapo", "yapo_mode": "refit", "support_by": "effect"}
+    )
     result = fit_steering(model, tokenizer, train, config, sae=sae, val_pairs=val)
     meta = {**result.code.meta, "support_size": int((result.dense_values != 0).sum())}
     reference = LatentCode(sae, result.dense_values, method="yapo", meta=meta)
@@ -265,7 +277,7 @@ def main() -> None:
         entry = {"unsteered": base, "methods": {}, "curves": {}, "diagnostics": {}}
         codes: dict[str, list] = {}
         for method in [m for m in methods if m != "yapo-reference"]:
-            for seed in range(1 if method == "mean-diff" else args.seeds):
+            for seed in range(1 if method.endswith("mean-diff") else args.seeds):
                 t0 = time.time()
                 fitted, curves = fit_codes(model, tokenizer, sae, name, method, seed, args)
                 seconds["fit"] += time.time() - t0
@@ -350,7 +362,7 @@ def diagnostics(model, tokenizer, name: str, codes: dict, sae, args) -> dict:
     h = split.resid[split.tokens.target_mask > 0]
     dense = {m: [c.vector for c in codes[m]] for m in ("mean-diff", "bipo") if m in codes}
     out: dict = {}
-    for method in ("yapo-refit", "yapo-md", "yapo-reference"):
+    for method in ("yapo-refit", "yapo-md", "sparse-mean-diff", "yapo-reference"):
         if method not in codes:
             continue
         supports = [set(c.support.tolist()) for c in codes[method]]

@@ -46,6 +46,7 @@ def test_yapo_learns_a_synthetic_preference(tiny_model):
     config = TrainSteerConfig(
         pairs="synthetic",
         method="yapo",
+        support_by="effect",  # dense phase, then refit (the default mean-diff start has none)
         epochs=3,
         lr=5e-2,
         beta=1.0,

@@ -121,6 +121,7 @@ def test_each_mode_on_the_tiny_model(tiny_model, mode):
         pairs="synthetic",
         method="yapo",
         yapo_mode=mode,
+        support_by="effect",  # the refit with a dense phase (mean-diff: its own test below)
         epochs=3,
         refit_epochs=1,
         lr=0.05,

@@ -11,7 +11,8 @@ Distribution: the exported members are float16 copies (storage only: they load a
 `saesteer/data/pretrained/NAME/`, sae-lens folders like any other, listed in `suite.json` with the
 sha256 of every file, the training config and the held-out metrics. Shipping them in the package
 is the only way that works offline (no PyPI/Debian/npm package ships SAE weights, and rebuilding
-takes about an hour on 2 CPU cores); float16 halves the bytes and moves held-out EV by < 1e-3.
+takes about an hour on 2 CPU cores); float16 halves the bytes (a relative rounding of ≤ 2⁻¹¹ per
+weight; the slow suite test re-measures the shipped copies' held-out EV against the recorded one).
 """
 
 from __future__ import annotations

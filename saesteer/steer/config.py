@@ -68,14 +68,14 @@ class TrainSteerConfig:
     beta: float = option(0.1, "β of the preference loss −log σ(d·β·(r(y_w) − r(y_l)))")
     yapo_mode: str = option(
         "refit",
-        "yapo: refit (train dense, keep --top-k latents by --support-by, refit on them) | "
+        "yapo: refit (choose --top-k latents by --support-by, train on them) | "
         "reference (the YaPO recipe: no cap, no L1; as sparse as the data makes it) | "
         "anneal (cap shrinking from d_sae to --top-k) | l1 (L1 ramped in, then --top-k kept)",
         choices=list(YAPO_MODES),
     )
     top_k: int = option(32, "yapo sparse modes: latents in the final code (ignored by reference)")
     support_by: str = option(
-        "effect",
+        "mean-diff",
         "yapo refit: which latents to keep: effect (how much each moves the residual) | "
         "magnitude (|v_i|) | omp (matching pursuit of the dense edit) | mean-diff (no dense "
         "phase: start from the k-latent matching-pursuit fit of the pairs' mean difference)",

@@ -13,7 +13,9 @@ YaPO modes (`--yapo-mode`; the step rules are in `saesteer.steer.optimise`):
     reference   the YaPO/BiPO reference recipe: no cap, no L1, weight decay 0, linear warm-up then
                 cosine decay, gradient clipping 1.0. The support is "latents active somewhere in the
                 training data" (relu has zero gradient at z_i + v_i = 0 when v starts at 0).
-    refit       reference training for `epochs`, then keep k latents chosen from the dense code
+    refit       (the default, with `--support-by mean-diff`, measured in benchmarks/RESULTS.md:
+                stable support across seeds, best 32-latent code at equal coherence)
+                reference training for `epochs`, then keep k latents chosen from the dense code
                 (`--support-by` effect | magnitude | omp, `saesteer.steer.sparse_support`), then
                 `refit_epochs` more on that frozen support from the dense values (fresh AdamW).
                 `--support-by mean-diff` skips the dense phase: the support and the starting
