@@ -91,17 +91,23 @@ def test_shipped_member_loads_here_and_in_sae_lens(name: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not SHIPPED, reason="no suite shipped")
-def test_shipped_metrics_hold_on_held_out_tokens(default_model) -> None:
-    """The recorded held-out EV (positions ≥ 1) is what a fresh sample of Brown validation gives."""
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_metrics_hold_on_held_out_tokens(default_model, name: str) -> None:
+    """The shipped float16 copy gives the recorded held-out EV (positions ≥ 1) on the recorded
+    sample (the eval's 8,192 Brown validation tokens, seed 1234): float16 storage changes it by
+    ~1e-5. Another sample moves EV itself by up to ±0.05 (0.838 on seed 7's 4,096 tokens)."""
     from saesteer.corpus import make_contexts
 
     model, tokenizer = default_model
-    contexts = make_contexts(tokenizer, "brown", 128, n_tokens=4 * 128, split="validation", seed=7)
+    contexts = make_contexts(tokenizer, "brown", 128, n_tokens=8192, split="validation", seed=1234)
     tokens = torch.as_tensor(contexts.tokens, dtype=torch.long)
-    name = SHIPPED[0]
     sae = load_sae(f"pretrained:{name}")
-    metrics, _ = evaluate_spliced(model, sae, sae.cfg.hook_name, tokens, skip_positions=1)
-    recorded = suite.manifest()[name]["metrics"]
-    key = "explained_variance_without_position_0"
-    assert abs(metrics[key] - recorded[key]) < 0.05, (metrics[key], recorded[key])
+    layer = int(sae.cfg.hook_name.split(".")[1])
+    with torch.no_grad():
+        _, cache = model.run_with_cache(
+            tokens, stop_at_layer=layer + 1, names_filter=sae.cfg.hook_name
+        )
+        x = cache[sae.cfg.hook_name][:, 1:].reshape(-1, sae.cfg.d_in)
+        ev = 1 - (x - sae(x)).pow(2).sum() / (x - x.mean(0)).pow(2).sum()
+    recorded = suite.manifest()[name]["metrics"]["explained_variance_without_position_0"]
+    assert abs(float(ev) - recorded) < 2e-3, (float(ev), recorded)
