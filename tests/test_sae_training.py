@@ -248,3 +248,21 @@ def test_a_too_short_run_warns_and_never_spends_it_all_warming_up(tmp_path: Path
             quick_config(tmp_path / "long", d_sae=64, tokens=160 * 64, batch_size=64),
             source=TensorSource(sparse_data(n=160 * 64, d=32)),
         )
+
+
+def test_a_pickle_planted_in_checkpoints_is_refused_not_executed(tmp_path: Path) -> None:
+    """`--resume` reads checkpoints with weights_only=True: a crafted pickle does not run."""
+    import pickle
+
+    marker = tmp_path / "executed"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    folder = tmp_path / "sae" / "checkpoints"
+    folder.mkdir(parents=True)
+    (folder / "step_00000001.pt").write_bytes(pickle.dumps(Payload()))
+    with pytest.raises(RuntimeError, match="No readable checkpoint"):
+        load_latest_checkpoint(tmp_path / "sae")
+    assert not marker.exists()

@@ -42,12 +42,12 @@ def test_schedule_and_projections_by_hand():
     assert torch.allclose(v, torch.tensor([0.0, -1.6, 0.0, 2.6, 0.0]))
 
 
-def _linear_problem(n_pairs: int = 3, width: int = 6):
+def _linear_problem(v: torch.Tensor, n_pairs: int = 3):
     """log π_{d·v}(y_row) = d · (w_row · v): a preference problem whose gradient is easy to write."""
     g = torch.Generator().manual_seed(0)
-    w = torch.randn(2 * n_pairs, width, generator=g)
+    w = torch.randn(2 * n_pairs, v.shape[0], generator=g)
     return dict(
-        logprobs=lambda rows, d: d * (w[rows] @ v_holder[0]),
+        logprobs=lambda rows, d: d * (w[rows] @ v),
         logp_ref=torch.zeros(2 * n_pairs),
         rows_of=lambda pairs: torch.stack([2 * pairs, 2 * pairs + 1], 1).reshape(-1),
         n_pairs=n_pairs,
@@ -59,17 +59,13 @@ def _linear_problem(n_pairs: int = 3, width: int = 6):
     ), w
 
 
-v_holder: list[torch.Tensor] = []
-
-
 @pytest.mark.parametrize("mode", ["reference", "masked", "l1"])
 def test_one_step_equals_the_hand_computed_update(mode):
     """First AdamW step from v = 0 is −lr·f(0)·g/|g| per coordinate (bias-corrected Adam), with
     the gradient of −log σ(d·β·(r_w − r_l)) written out by hand; masked coordinates never move and
     the L1 ramp is 0 at step 0, so its first step is the plain one."""
-    problem, w = _linear_problem()
     v = torch.zeros(6, requires_grad=True)
-    v_holder[:] = [v]
+    problem, w = _linear_problem(v)
     mask = torch.tensor([True, False, True, True, False, True]) if mode == "masked" else None
     project = (
         (lambda u, t, total, lr: soft_threshold_(u, lr * 10.0 * ramp(t, total, 0.5)))

@@ -10,6 +10,7 @@ a checkpoint is never rewritten in place, so a crash while writing leaves the pr
 from __future__ import annotations
 
 import io
+import pickle
 import random
 import re
 from pathlib import Path
@@ -33,16 +34,20 @@ def checkpoint_files(out: Path) -> list[Path]:
 
 
 def rng_state() -> dict[str, Any]:
+    """Generator states as tensors, tuples and numbers only, so `torch.load(weights_only=True)`
+    reads them back (numpy's key array travels as a tensor)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
     return {
         "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state(),
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached),
         "python": random.getstate(),
     }
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     random.setstate(state["python"])
 
 
@@ -65,8 +70,8 @@ def load_latest_checkpoint(out: Path) -> dict[str, Any]:
             f"No checkpoint in {Path(out) / CHECKPOINT_DIR}; run without --resume."
         )
     for path in reversed(files):
-        try:
-            return torch.load(path, map_location="cpu", weights_only=False)
-        except (RuntimeError, EOFError, OSError) as error:
-            print(f"Skipping unreadable checkpoint {path}: {error}")
+        try:  # weights_only: a pickle placed in checkpoints/ is refused, never executed
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as error:
+            print(f"Skipping unreadable checkpoint {path}: {str(error).splitlines()[0]}")
     raise RuntimeError(f"No readable checkpoint in {Path(out) / CHECKPOINT_DIR}.")
