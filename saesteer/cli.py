@@ -25,6 +25,7 @@ COMMAND_ORDER = [
     "train-steer",
     "generate",
     "audit",
+    "bench-steer",
     "demo",
 ]
 

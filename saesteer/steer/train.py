@@ -344,7 +344,8 @@ def _fit_preference(
             mask[fit.support] = True
             with torch.no_grad():
                 v[fit.support] = fit.coefficients.to(v.dtype)
-            run(Phase("yapo refit", config.epochs, mask=mask, **settings), seed=config.seed)
+            if config.lr > 0:  # lr 0: the untrained fit itself (no steps that cannot move it)
+                run(Phase("yapo refit", config.epochs, mask=mask, **settings), seed=config.seed)
             return v.detach(), None
         first = "dense" if mode == "refit" else mode
         run(
