@@ -278,6 +278,7 @@ def write_cache(
             "Write to a new path, or delete the file to rebuild it."
         )
     unfinished = (folder / JOB_FILE).exists()
+    _check_partial_is_ours(folder, unfinished)
     _barrier(world_size)  # every rank looks before rank 0 may create the folder
     if unfinished:
         if not resume:
@@ -314,6 +315,31 @@ def write_cache(
         shutil.rmtree(folder)
     _barrier(world_size)
     return path
+
+
+def _check_partial_is_ours(folder: Path, unfinished: bool) -> None:
+    """A `PATH.h5.partial` this writer did not make is refused, never filled or deleted: it must
+    be absent, empty, or hold a job.json with this format's fields."""
+    if not folder.exists():
+        return
+    if not folder.is_dir():
+        raise CacheExistsError(
+            f"{folder} is a file; move it away (the cache writes a folder there)."
+        )
+    foreign = not unfinished and any(folder.iterdir())
+    if unfinished:
+        try:
+            job = read_job(folder)
+            foreign = (
+                not isinstance(job, dict) or "format_version" not in job or "layout" not in job
+            )
+        except (OSError, ValueError):
+            foreign = True
+    if foreign:
+        raise CacheExistsError(
+            f"{folder} holds files the cache writer did not make; move them away or choose "
+            "another cache path (the unfinished-cache folder is PATH.partial)."
+        )
 
 
 def _configure_compile(source: Any, compile: bool | str, layout: CacheLayout) -> None:

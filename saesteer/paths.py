@@ -78,6 +78,13 @@ def atomic_directory(final: Path, *, marker: str) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def current_umask() -> int:
+    """The process's umask (read by setting and restoring it)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write `data` to `path` through a temporary file and an atomic rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -87,6 +94,9 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(
+            tmp, 0o666 & ~current_umask()
+        )  # mkstemp's 0600 would hide shared outputs from colleagues
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

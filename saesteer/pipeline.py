@@ -153,7 +153,18 @@ def summary(paths: PipelineOutputs) -> dict[str, Any]:
 
 
 def run_pipeline(config: PipelineConfig) -> PipelineOutputs:
-    """Run every stage (module docstring) and return where the outputs are."""
+    """Run every stage (module docstring) and return where the outputs are.
+
+    The folder is claimed first (`saesteer.outputs`): a foreign --out is refused before any work
+    and a second demo on the same folder fails fast; finished stages are reused."""
+    from saesteer.outputs import Output
+
+    output = Output(config.out, "demo")
+    with output:
+        return _run_stages(config, output.in_place())
+
+
+def _run_stages(config: PipelineConfig, out: Path) -> PipelineOutputs:
     import importlib.metadata
 
     from saesteer.audit.config import AuditConfig
@@ -161,15 +172,12 @@ def run_pipeline(config: PipelineConfig) -> PipelineOutputs:
     from saesteer.cache_job import CacheConfig, run_cache
     from saesteer.features import FeaturesConfig, run_features
     from saesteer.models import has_hf_weights, load_hf_model, load_model
-    from saesteer.paths import atomic_directory
     from saesteer.sae import TrainSAEConfig, load_sae, train_sae
-    from saesteer.steer.behaviours import behaviour, training_data
+    from saesteer.steer.behaviours import behaviour
     from saesteer.steer.config import TrainSteerConfig
     from saesteer.steer.io import META_FILE as CODE_META
-    from saesteer.steer.io import save_code
-    from saesteer.steer.train import fit_steering
+    from saesteer.steer.job import train_steer
 
-    out = Path(config.out)
     record = _record(out, config)
     record["versions"] = {
         n: importlib.metadata.version(n) for n in ("saesteer", "torch", "transformer-lens")
@@ -254,13 +262,10 @@ def run_pipeline(config: PipelineConfig) -> PipelineOutputs:
             seed=config.seed,
             device=config.device,
             progress=config.progress,
+            max_pairs=config.steer_pairs,
         )
-        train, val = training_data(config.behaviour, seed=config.seed)
-        train = train[: config.steer_pairs or None]
         sae = load_sae(paths.sae, config.device).requires_grad_(False)
-        result = fit_steering(model, tokenizer, train, steer_config, sae=sae, val_pairs=val)
-        with atomic_directory(paths.code, marker=CODE_META) as tmp:
-            save_code(result.code, tmp)
+        train_steer(steer_config, model, tokenizer, sae)
 
     _stage(record, out, "train-steer", (paths.code / CODE_META).is_file(), train_code)
 

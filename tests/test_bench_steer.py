@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from saesteer.bench import BenchSteerConfig, run_bench
-from saesteer.bench.store import BenchStore
+from saesteer.outputs import Output
 
 SETTINGS = {
     "model": "tiny-test",
@@ -223,7 +223,7 @@ def test_foreign_or_other_folders_are_refused_and_left_alone(bench, tmp_path, ti
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "notes.md").write_text("keep me")
-    with pytest.raises(FileExistsError, match="not a saesteer benchmark"):
+    with pytest.raises(FileExistsError, match="saesteer did not write"):
         run_bench(_config(foreign), model, tokenizer)
     assert (foreign / "notes.md").read_text() == "keep me"
     (tmp_path / "file").write_text("x")
@@ -239,7 +239,7 @@ def test_foreign_or_other_folders_are_refused_and_left_alone(bench, tmp_path, ti
 def test_a_second_writer_fails_fast(bench, tiny_model):
     model, tokenizer = tiny_model
     root = bench.results.parent
-    with BenchStore(root).locked(), pytest.raises(RuntimeError, match="Another saesteer"):
+    with Output(root, "bench-steer"), pytest.raises(RuntimeError, match="Another saesteer"):
         run_bench(_config(root), model, tokenizer)
 
 

@@ -251,11 +251,17 @@ def run_audit(
     """Audit `config.steer` (module docstring). Pass an already loaded TransformerLens `model` and
     `tokenizer` (and a Hugging Face `generator` with the same weights) to skip loading them."""
     from saesteer.audit.loading import load_inputs
+    from saesteer.outputs import Output
+
+    output = Output(config.out, "audit")  # a foreign --out fails here, before any work
+    with output:
+        return _audit(config, output, load_inputs(config, model, tokenizer, generator))
+
+
+def _audit(config: AuditConfig, output, setup: dict[str, Any]) -> AuditResult:
     from saesteer.audit.plot import strength_curve
     from saesteer.audit.report import render_html
-    from saesteer.paths import atomic_directory
 
-    setup = load_inputs(config, model, tokenizer, generator)
     auditor = _Auditor(config, setup)
     points = [auditor.sweep_point(alpha) for alpha in config.alphas]
     out = Path(config.out)
@@ -295,7 +301,7 @@ def run_audit(
         },
     }
     report = _finite(report)
-    with atomic_directory(out, marker=REPORT_JSON) as tmp:
+    with output.replacing() as tmp:
         (tmp / REPORT_JSON).write_text(json.dumps(report, indent=2))
         strength_curve(report, tmp / CURVE_PNG)
         (tmp / REPORT_HTML).write_text(render_html(report, CURVE_PNG))

@@ -94,7 +94,7 @@ class _Grid:
 
     def code(self, spec: MethodSpec, behaviour: str, seed: int):
         """The fitted code, read back from OUT/codes/ when a previous run saved it."""
-        from saesteer.paths import atomic_directory
+        from saesteer.outputs import Output
         from saesteer.steer.io import META_FILE, load_code, save_code
 
         folder = self.store.code_dir(behaviour, spec.name, seed)
@@ -103,7 +103,8 @@ class _Grid:
         started = time.time()
         code = fit_method(spec, behaviour, seed, self.context)
         self.seconds["fit"] += time.time() - started
-        with atomic_directory(folder, marker=META_FILE) as tmp:
+        output = Output(folder, "steering-code")
+        with output, output.replacing() as tmp:
             save_code(code, tmp)
         return load_code(folder, sae=self.sae)
 
@@ -245,23 +246,28 @@ def run_bench(config: BenchSteerConfig, model: Any = None, tokenizer: Any = None
 
     from saesteer.bench.report import write_report
     from saesteer.config import config_to_dict
+    from saesteer.outputs import Output
     from saesteer.sae.io import sae_checksum
 
     specs = _validated_specs(config)
+    output = Output(config.out, "bench-steer")  # a file or a foreign folder: refused here
     store = BenchStore(config.out)
-    store.check(config)  # before the lock file: a foreign folder is left exactly as it was
+    store.check(config)
     started = time.time()
-    with store.locked():
+    with output:
+        output.in_place()
         store.claim(config)
         if config.threads:
             torch.set_num_threads(config.threads)
         grid = _Grid(config, store, specs, (model, tokenizer) if model is not None else None)
-        store.check_weights(weights_digest(grid.model))
+        weights = weights_digest(grid.model)
+        store.check_weights(weights)
         behaviours = {name: _behaviour_entry(grid, name) for name in config.behaviours}
         grid.bar.close()
         wall = time.time() - started
         report = {
             "config": config_to_dict(config),
+            "weights_sha256": weights,
             "sae_sha256": sae_checksum(grid.sae) if grid.sae is not None else None,
             "behaviours": behaviours,
             "failures": grid.failures,

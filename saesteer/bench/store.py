@@ -1,27 +1,23 @@
 """The benchmark's output folder: ownership, one writer at a time, and finished cells kept on disk.
 
-    OUT/bench-steer.json                          marker: format, settings fingerprint, config
-    OUT/.lock                                     held (flock) by the one running benchmark
+    OUT/bench-steer.json                          format, settings fingerprint, config
     OUT/cells/BEHAVIOUR/METHOD/seedS/alpha=A.json one finished cell, written atomically
     OUT/codes/BEHAVIOUR/METHOD/seedS/             the fitted code (`saesteer.steer.io` folder)
     OUT/results.json, report.html, *.png          written at the end of every run
 
-A folder is reused only when it holds `bench-steer.json` with the same settings fingerprint
+The folder is claimed and locked by `saesteer.outputs.Output` (kind "bench-steer": a foreign
+folder or a file is refused before any work, a second writer fails fast). It is reused only when
+its `bench-steer.json` has the same settings fingerprint
 (model, SAE, hook, prompts, tokens, epochs, capability set): then every finished cell and code is
 read back instead of recomputed, so a killed run continues where it stopped and a larger grid
-(more methods, seeds or strengths) computes only what is new. Any other non-empty folder, or a
-file, is refused before any work.
+(more methods, seeds or strengths) computes only what is new.
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import fcntl
 import hashlib
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +25,6 @@ from saesteer.paths import atomic_write_bytes
 
 FORMAT = "saesteer-bench-steer/1"
 MARKER = "bench-steer.json"
-LOCK = ".lock"
 SETTINGS = (
     "model",
     "sae",
@@ -80,18 +75,11 @@ class BenchStore:
         atomic_write_bytes(self.root / MARKER, json.dumps(record, indent=2).encode())
 
     def check(self, config: Any) -> None:
-        """Refuse a file, a foreign folder or a benchmark of other settings; writes nothing."""
-        root = self.root
-        if root.exists() and not root.is_dir():
-            raise FileExistsError(f"--out {root} is a file; give a folder for the benchmark.")
-        marker = root / MARKER
-        if not root.is_dir() or not any(p.name != LOCK for p in root.iterdir()):
-            return
+        """Refuse a benchmark folder of other settings (or a damaged marker); writes nothing.
+        Files and foreign folders are refused by `saesteer.outputs.Output` before this."""
+        marker = self.root / MARKER
         if not marker.is_file():
-            raise FileExistsError(
-                f"--out {root} holds files that are not a saesteer benchmark (no {MARKER}); "
-                "choose another folder, or empty it first."
-            )
+            return
         try:
             previous = json.loads(marker.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
@@ -103,7 +91,7 @@ class BenchStore:
             theirs = previous.get("settings", {})
             changed = ", ".join(sorted(k for k in mine if theirs.get(k) != mine[k]))
             raise ValueError(
-                f"--out {root} holds a benchmark run with other settings "
+                f"--out {self.root} holds a benchmark run with other settings "
                 f"({changed or previous.get('format')}); its cells cannot be reused: choose "
                 "another --out, or delete that folder."
             )
@@ -119,25 +107,6 @@ class BenchStore:
             )
         record["weights_sha256"] = digest
         atomic_write_bytes(marker, json.dumps(record, indent=2).encode())
-
-    @contextlib.contextmanager
-    def locked(self) -> Iterator[None]:
-        """Hold OUT/.lock for the run; a second writer fails at once with a clear error."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / LOCK, "a+") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as error:
-                if error.errno not in (errno.EAGAIN, errno.EACCES):
-                    raise
-                raise RuntimeError(
-                    f"Another saesteer bench-steer is writing {self.root}; wait for it to finish "
-                    "or choose another --out."
-                ) from None
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def cell_path(self, behaviour: str, method: str, seed: int, alpha: float) -> Path:
         return (

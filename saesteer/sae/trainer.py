@@ -14,6 +14,7 @@ DDP averages gradients, so the run equals one process with batch B up to float s
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import math
@@ -28,6 +29,7 @@ import torch
 import torch.distributed as dist
 
 from saesteer.config import config_to_dict
+from saesteer.outputs import Output
 from saesteer.sae.checkpoint import (
     checkpoint_files,
     load_latest_checkpoint,
@@ -154,8 +156,15 @@ def train_sae(
     step_callback(step, module): called after every optimizer step (for logging or tests).
     """
     ctx = setup_distributed(cfg.device)
+    output = Output(cfg.out, "sae") if ctx.main else None  # a foreign --out fails before any work
+    with output if output is not None else contextlib.nullcontext():
+        out = output.in_place() if output is not None else Path(cfg.out)
+        return _train(cfg, source, step_callback, ctx, out)
+
+
+def _train(cfg: TrainSAEConfig, source, step_callback, ctx: Dist, out: Path) -> TrainResult:
+    """The body of `train_sae`, with `out` claimed (saesteer.outputs) on the main process."""
     source = source or build_source(cfg)
-    out = Path(cfg.out)
     if not cfg.resume and (checkpoint_files(out) or (out / META_FILE).exists()):
         raise ValueError(
             f"{out} already holds a run; pass --resume to continue it or pick another --out."

@@ -86,6 +86,7 @@ class TrainSteerConfig:
         0.5, "yapo anneal/l1: fraction of the steps over which the cap shrinks or λ grows"
     )
     l1: float = option(0.1, "yapo l1: L1 weight λ (a soft-threshold of lr·λ after each step)")
+    max_pairs: int = option(0, "training pairs used, from the start of the train split (0: all)")
     max_length: int = option(128, "tokens per prompt + completion (prompts are cut from the left)")
     seed: int = option(0, "seed of shuffling, directions and the held-out split")
     device: str = option("cpu", "torch device")
@@ -94,6 +95,8 @@ class TrainSteerConfig:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}.")
+        if self.max_pairs < 0:
+            raise ValueError(f"max_pairs must be ≥ 0, got {self.max_pairs}.")
         for name in ("epochs", "batch_pairs", "grad_accum", "max_length"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be ≥ 1, got {getattr(self, name)}.")
