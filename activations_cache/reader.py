@@ -3,6 +3,18 @@
 Every read is of whole chunks (chunk_rows rows), and each chunk's sha256 is checked the first time
 this reader reads it (`verify_reads=True`), so corruption is reported, never silently trained on.
 
+What is verified, and when (`verify_reads=True`, the default; `CorruptCacheError` on a mismatch):
+    opening          the header: format, version, complete flag, every attribute the reader needs,
+                     the datasets of every hook, and their shapes against n_tokens/chunk_rows
+    acts/<hook>      each chunk against its sha256 (`checksums/<hook>`) at its first read
+    tokens, meta/*   against `tokens_sha256` / `metadata_sha256` at their first read (meta/position
+                     against the positions it must hold)
+    stats/<hook>     no checksum is stored for it (the writer records none): only `verify()`
+                     (`open_cache(verify=True)`) checks it, by recomputing it from the acts
+    attributes       caller attrs (model name, corpus, …) are covered by no checksum
+`verify()` checks all of the above at once, reading the whole file. With `verify_reads=False`
+nothing is checked after opening.
+
 Shuffled order for (seed, epoch): the chunk order is a permutation π = perm_{seed,epoch}(n_chunks);
 consecutive groups of `window_chunks` chunks of π form windows; each window's rows are permuted
 with perm_{seed,epoch,w}; the epoch's row stream is the concatenation of the permuted windows and
@@ -32,6 +44,7 @@ import torch
 from activations_cache.format import (
     FORMAT_NAME,
     READABLE_VERSIONS,
+    STORAGE_DTYPES,
     CorruptCacheError,
     IncompleteCacheError,
     decode,
@@ -40,14 +53,28 @@ from activations_cache.format import (
 )
 from activations_cache.shards import finished_shards, partial_dir, read_job
 
+# Root attributes every finished cache has and this reader needs (see activations_cache.format).
+REQUIRED_ATTRS = (
+    "hooks",
+    "n_tokens",
+    "n_contexts",
+    "context_len",
+    "chunk_rows",
+    "storage_dtype",
+    "tokens_sha256",
+    "metadata_sha256",
+)
+STATS_ATTRS = ("mean_norm", "mean_sq_norm", "norm_quantile_levels", "norm_quantiles")
+
 
 def open_cache(
     path: str | os.PathLike, *, verify: bool = False, verify_reads: bool = True
 ) -> CacheReader:
     """Open a finished cache for reading; refuse an unfinished or damaged one with the fix.
 
-    verify: check every chunk checksum (and tokens/metadata) now, reading the whole file.
-    verify_reads: check each chunk's checksum the first time it is read (cheap: ~2 GB/s sha256).
+    verify: check every chunk checksum, the tokens, metadata and stats now, reading the whole file.
+    verify_reads: check each chunk's checksum, and the tokens and each metadata array, the first
+    time they are read (cheap: ~2 GB/s sha256). See the module docstring for what is covered.
     """
     reader = CacheReader(Path(path), verify_reads=verify_reads)
     if verify:
@@ -71,7 +98,13 @@ class CacheReader:
                 f"{path} is not a readable HDF5 file ({error}); it is truncated or damaged. "
                 "Delete it and rebuild it with `saesteer cache ...`."
             ) from None
-        self.attrs = read_attrs(self.file)
+        try:
+            self.attrs = read_attrs(self.file)
+        except ValueError as error:  # a JSON-encoded attribute that no longer parses
+            raise CorruptCacheError(
+                f"{path} has a damaged attribute ({error}); delete it and rebuild it with "
+                "`saesteer cache ...`."
+            ) from None
         self._check_header()
         self.hooks: list[str] = list(self.attrs["hooks"])
         self.n_tokens: int = int(self.attrs["n_tokens"])
@@ -79,6 +112,8 @@ class CacheReader:
         self.n_chunks: int = math.ceil(self.n_tokens / self.chunk_rows)
         self.storage_dtype: str = self.attrs["storage_dtype"]
         self._checksums = {h: self.file[f"checksums/{h}"][()] for h in self.hooks}
+        self._check_shapes()
+        self._verified_per_token: set[str] = set()  # "tokens", "meta/<name>" checked so far
 
     def _check_finished(self) -> None:
         folder = partial_dir(self.path)
@@ -110,14 +145,65 @@ class CacheReader:
                 f"{self.path} is marked incomplete; rebuild it with `saesteer cache` "
                 "(or --resume the run that made it)."
             )
-        missing = [
-            h
-            for h in self.attrs["hooks"]
-            if f"acts/{h}" not in self.file or f"checksums/{h}" not in self.file
-        ]
-        if missing or "tokens" not in self.file:
+        absent = [name for name in REQUIRED_ATTRS if name not in self.attrs]
+        if absent:
             raise CorruptCacheError(
-                f"{self.path} lacks datasets for {missing or ['tokens']}; delete and rebuild it."
+                f"{self.path} lacks the attribute(s) {', '.join(absent)} that every cache has: "
+                "its metadata is damaged. Delete it and rebuild it with `saesteer cache`."
+            )
+        kinds = {
+            "hooks": (list, "a list of hook names"),
+            "metadata_sha256": (dict, "a mapping of metadata names to sha256"),
+            "tokens_sha256": (str, "a sha256 hex string"),
+            "storage_dtype": (str, f"one of {list(STORAGE_DTYPES)}"),
+        }
+        for name in ("n_tokens", "n_contexts", "context_len", "chunk_rows"):
+            kinds[name] = (int, "a positive integer")
+        for name, (kind, meaning) in kinds.items():
+            value = self.attrs[name]
+            if (
+                not isinstance(value, kind)
+                or (kind is int and value < 1)
+                or (name == "storage_dtype" and value not in STORAGE_DTYPES)
+                or (name == "hooks" and not value)
+            ):
+                raise CorruptCacheError(
+                    f"{self.path}: attribute {name} is {value!r}, not {meaning}; its metadata is "
+                    "damaged. Delete it and rebuild it with `saesteer cache`."
+                )
+        missing = [
+            name
+            for h in self.attrs["hooks"]
+            for name in (f"acts/{h}", f"checksums/{h}")
+            if name not in self.file
+        ]
+        missing += [name for name in ("tokens",) if name not in self.file]
+        if missing:
+            raise CorruptCacheError(
+                f"{self.path} lacks the dataset(s) {', '.join(missing)}; it is damaged. "
+                "Delete it and rebuild it with `saesteer cache`."
+            )
+
+    def _check_shapes(self) -> None:
+        """Datasets whose lengths disagree with n_tokens / chunk_rows are damage, not data."""
+        n_contexts, length = int(self.attrs["n_contexts"]), int(self.attrs["context_len"])
+        wrong = []
+        if n_contexts * length != self.n_tokens:
+            wrong.append(
+                f"n_contexts × context_len = {n_contexts} × {length} ≠ n_tokens {self.n_tokens}"
+            )
+        if self.file["tokens"].shape != (self.n_tokens,):
+            wrong.append(f"tokens has shape {self.file['tokens'].shape}, not ({self.n_tokens},)")
+        for hook in self.hooks:
+            acts, sums = self.file[f"acts/{hook}"], self._checksums[hook]
+            if acts.ndim != 2 or acts.shape[0] != self.n_tokens:
+                wrong.append(f"acts/{hook} has shape {acts.shape}, not ({self.n_tokens}, d)")
+            if sums.shape != (self.n_chunks,):
+                wrong.append(f"checksums/{hook} holds {sums.size} entries, not {self.n_chunks}")
+        if wrong:
+            raise CorruptCacheError(
+                f"{self.path} is inconsistent ({'; '.join(wrong)}); it is damaged. "
+                "Delete it and rebuild it with `saesteer cache`."
             )
 
     # ------------------------------------------------------------------ metadata
@@ -127,12 +213,67 @@ class CacheReader:
 
     @property
     def tokens(self) -> np.ndarray:
-        """Token ids [n_tokens] int32."""
-        return self.file["tokens"][()]
+        """Token ids [n_tokens] int32 (checked against `tokens_sha256` at the first read)."""
+        tokens = self._read_per_token("tokens")
+        if self.verify_reads and "tokens" not in self._verified_per_token:
+            self._verify_per_token("tokens", tokens)
+        return tokens
 
     def metadata(self, name: str) -> np.ndarray:
-        """Per-token metadata [n_tokens] (`position`, and the caller's, e.g. `doc_id`, `special_mask`)."""
-        return self.file[f"meta/{name}"][()]
+        """Per-token metadata [n_tokens] (`position`, and the caller's, e.g. `doc_id`, `special_mask`),
+        checked at the first read like `tokens`; KeyError naming those the cache has for another name."""
+        key = f"meta/{name}"
+        if key not in self.file:
+            if name == "position" or name in self.attrs["metadata_sha256"]:
+                raise CorruptCacheError(
+                    f"{self.path} lacks the dataset {key} it was written with; it is damaged. "
+                    "Delete it and rebuild it with `saesteer cache`."
+                )
+            raise KeyError(
+                f"{self.path} has no per-token metadata {name!r}; it has "
+                f"{['position', *self.attrs['metadata_sha256']]}."
+            )
+        values = self._read_per_token(key)
+        if self.verify_reads and key not in self._verified_per_token:
+            self._verify_per_token(key, values)
+        return values
+
+    def _read_per_token(self, key: str) -> np.ndarray:
+        """Dataset `key` ([n_tokens]) whole; CorruptCacheError when HDF5 cannot decode it."""
+        try:
+            values = self.file[key][()]
+        except OSError as error:
+            raise CorruptCacheError(
+                f"{self.path}: {key} cannot be read ({error}); the file is damaged. "
+                "Delete it and rebuild it with `saesteer cache`."
+            ) from None
+        if values.shape != (self.n_tokens,):
+            raise CorruptCacheError(
+                f"{self.path}: {key} has shape {values.shape}, not ({self.n_tokens},); "
+                "the file is damaged. Delete it and rebuild it with `saesteer cache`."
+            )
+        return values
+
+    def _verify_per_token(self, key: str, values: np.ndarray) -> None:
+        """Check tokens / meta/<name> against the checksum the writer recorded (meta/position
+        against the positions 0..context_len−1 of every context)."""
+        n_ctx, length = int(self.attrs["n_contexts"]), int(self.attrs["context_len"])
+        name = key.removeprefix("meta/")
+        if key == "tokens":
+            ok = sha256_array(values.reshape(n_ctx, length)) == self.attrs["tokens_sha256"]
+        elif name == "position":
+            ok = np.array_equal(values, np.tile(np.arange(length, dtype=values.dtype), n_ctx))
+        elif name in self.attrs["metadata_sha256"]:
+            digest = self.attrs["metadata_sha256"][name]
+            ok = sha256_array(values.reshape(n_ctx, length)) == digest
+        else:
+            ok = True  # written without a checksum: nothing to check against
+        if not ok:
+            raise CorruptCacheError(
+                f"{self.path}: {key} does not match its checksum; the file is damaged. "
+                "Delete it and rebuild it with `saesteer cache`."
+            )
+        self._verified_per_token.add(key)
 
     def rows_from_position(self, skip_positions: int) -> np.ndarray | None:
         """The `rows` mask that leaves out the first `skip_positions` tokens of every context
@@ -148,16 +289,34 @@ class CacheReader:
         return math.ceil(self.n_tokens / batch_size)
 
     def stats(self, hook: str) -> dict[str, Any]:
-        """{'mean': tensor [d] float32, 'mean_norm', 'mean_sq_norm', 'norm_quantiles': {q: value}}."""
-        group = self.file[f"stats/{self._check_hook(hook)}"]
+        """{'mean': tensor [d] float32, 'mean_norm', 'mean_sq_norm', 'norm_quantiles': {q: value}}.
+
+        Stored at write time without a checksum: only `verify()` checks them (module docstring)."""
+        key = f"stats/{self._check_hook(hook)}"
+        group = self.file.get(key)
+        absent = (
+            [key]
+            if not isinstance(group, h5py.Group)
+            else [f"{key}/mean"] * ("mean" not in group)
+            + [f"{key} attribute {a}" for a in STATS_ATTRS if a not in group.attrs]
+        )
+        if absent:
+            raise CorruptCacheError(
+                f"{self.path} lacks {', '.join(absent)}; its stats are damaged. "
+                "Delete it and rebuild it with `saesteer cache`."
+            )
         levels = group.attrs["norm_quantile_levels"]
+        quantiles = group.attrs["norm_quantiles"]
+        if np.shape(levels) != np.shape(quantiles):
+            raise CorruptCacheError(
+                f"{self.path}: {key} has {np.size(levels)} quantile levels but "
+                f"{np.size(quantiles)} quantiles; delete it and rebuild it with `saesteer cache`."
+            )
         return {
             "mean": torch.from_numpy(group["mean"][()].astype(np.float32)),
             "mean_norm": float(group.attrs["mean_norm"]),
             "mean_sq_norm": float(group.attrs["mean_sq_norm"]),
-            "norm_quantiles": dict(
-                zip(levels.tolist(), group.attrs["norm_quantiles"].tolist(), strict=True)
-            ),
+            "norm_quantiles": dict(zip(levels.tolist(), quantiles.tolist(), strict=True)),
         }
 
     def norms(self, hook: str) -> np.ndarray:
@@ -193,7 +352,13 @@ class CacheReader:
         acts = self._acts(hook)
         if out is None:
             out = np.empty((self._chunk_len(chunk), acts.shape[1]), acts.dtype)
-        acts.read_direct(out, np.s_[r0 : r0 + len(out)])
+        try:
+            acts.read_direct(out, np.s_[r0 : r0 + len(out)])
+        except OSError as error:
+            raise CorruptCacheError(
+                f"{self.path}: chunk {chunk} of acts/{hook} cannot be read ({error}); the file is "
+                "damaged. Delete it and rebuild it with `saesteer cache`."
+            ) from None
         if self.verify_reads and (hook, chunk) not in self._verified:
             self._verify_chunk(hook, chunk, out)
         return out
@@ -208,22 +373,46 @@ class CacheReader:
         self._verified.add((hook, chunk))
 
     def verify(self) -> None:
-        """Check every chunk of every hook, and the tokens and metadata checksums; raise on mismatch."""
+        """Check every chunk of every hook, the tokens, meta/position and metadata checksums, and
+        each hook's stats (recomputed from its acts); raise `CorruptCacheError` on a mismatch."""
         for hook in self.hooks:
+            norms = np.empty(self.n_tokens, dtype=np.float32)
+            total = np.zeros(self.d_model(hook), dtype=np.float64)
             for chunk in range(self.n_chunks):
                 r0 = chunk * self.chunk_rows
-                self._verify_chunk(
-                    hook, chunk, self._acts(hook)[r0 : min(r0 + self.chunk_rows, self.n_tokens)]
-                )
-        n_ctx, length = self.attrs["n_contexts"], self.attrs["context_len"]
-        if sha256_array(self.tokens.reshape(n_ctx, length)) != self.attrs["tokens_sha256"]:
-            raise CorruptCacheError(
-                f"{self.path}: tokens do not match their checksum; delete and rebuild it."
-            )
-        for name, digest in self.attrs["metadata_sha256"].items():
-            if sha256_array(self.metadata(name).reshape(n_ctx, length)) != digest:
+                stored = self._acts(hook)[r0 : min(r0 + self.chunk_rows, self.n_tokens)]
+                self._verify_chunk(hook, chunk, stored)
+                values = decode(stored, self.storage_dtype)
+                norms[r0 : r0 + len(values)] = np.linalg.norm(values, axis=1)
+                total += values.sum(axis=0, dtype=np.float64)
+            self._verify_stats(hook, total / self.n_tokens, norms)
+        self._verify_per_token("tokens", self._read_per_token("tokens"))
+        for name in ("position", *self.attrs["metadata_sha256"]):
+            self._verify_per_token(f"meta/{name}", self.metadata(name))
+
+    def _verify_stats(self, hook: str, mean: np.ndarray, norms: np.ndarray) -> None:
+        """Stored stats/<hook> against those of the acts (mean, norms [n_tokens]); float sums in
+        another order differ in the last bits, so values agree to a relative 1e-5."""
+        stored = self.stats(hook)
+        scale = float(norms.astype(np.float64).mean())
+        levels = np.array(list(stored["norm_quantiles"]))
+        expected = {
+            "mean": (stored["mean"].numpy(), mean.astype(np.float32)),
+            "mean_norm": (stored["mean_norm"], scale),
+            "mean_sq_norm": (
+                stored["mean_sq_norm"],
+                float(np.square(norms.astype(np.float64)).mean()),
+            ),
+            "norm_quantiles": (
+                np.array(list(stored["norm_quantiles"].values())),
+                np.quantile(norms, levels) if levels.size else levels,
+            ),
+        }
+        for name, (have, want) in expected.items():
+            if not np.allclose(have, want, rtol=1e-5, atol=1e-6 * max(scale, 1.0)):
                 raise CorruptCacheError(
-                    f"{self.path}: meta/{name} does not match its checksum; delete and rebuild it."
+                    f"{self.path}: stats/{hook} {name} does not match the stored activations; "
+                    "the file is damaged. Delete it and rebuild it with `saesteer cache`."
                 )
 
     # ------------------------------------------------------------------ iteration

@@ -24,10 +24,20 @@ CACHE_ENV = "SAESTEER_CACHE_DIR"
 
 
 def cache_dir() -> Path:
-    """Root folder of saesteer's reusable artefacts (env `SAESTEER_CACHE_DIR` overrides)."""
-    root = os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "saesteer"
-    path = Path(root).expanduser()
-    path.mkdir(parents=True, exist_ok=True)
+    """Root folder of saesteer's reusable artefacts (env `SAESTEER_CACHE_DIR` overrides), created
+    if missing; an OSError saying which setting to change when it is a file or cannot be made."""
+    given = os.environ.get(CACHE_ENV)
+    path = Path(given or Path.home() / ".cache" / "saesteer").expanduser()
+    if given:
+        where, fix = f"{CACHE_ENV}={given}", f"point {CACHE_ENV} at a folder you can write"
+    else:
+        where, fix = f"The default cache folder {path}", f"set {CACHE_ENV} to a writable folder"
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"{where} is a file, not a folder; {fix}.")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OSError(f"Cannot create {where} ({error.strerror or error}); {fix}.") from None
     return path
 
 

@@ -50,9 +50,11 @@ def prompt_ids(tokenizer):
 @pytest.mark.parametrize("alpha", NON_FINITE)
 def test_steer_refuses_non_finite_alpha(tiny_model, alpha):
     model, _ = tiny_model
-    with pytest.raises(ValueError, match="alpha must be a finite number"):
-        with steer(model, dense_code(), alpha):
-            pass
+    with (
+        pytest.raises(ValueError, match="alpha must be a finite number"),
+        steer(model, dense_code(), alpha),
+    ):
+        pass
     tokens = torch.tensor([[1, 2, 3]])
     with torch.no_grad():
         assert torch.isfinite(model(tokens)).all(), "a refused steer left a hook behind"
@@ -280,7 +282,7 @@ def test_converters_refuse_malformed_records(convert, records, message):
 
 
 def test_from_steering_vectors_decodes_utf8_bytes():
-    pairs = from_steering_vectors([(b"I feel great", "I feel bad".encode())])
+    pairs = from_steering_vectors([(b"I feel great", bytearray(b"I feel bad"))])
     assert pairs[0].prompt == "I feel" and pairs[0].chosen == " great"
     with pytest.raises(PairsFormatError, match="<tuples>:1: positive is not UTF-8"):
         from_steering_vectors([(b"I feel \xff", b"I feel bad")])

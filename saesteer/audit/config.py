@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from saesteer.config import option
@@ -77,7 +78,18 @@ class AuditConfig:
     device: str = option("cpu", "torch device")
 
     def __post_init__(self) -> None:
+        bad = [a for a in self.alphas if not math.isfinite(float(a))]
+        if bad:
+            raise ValueError(
+                f"--alphas must be finite numbers, got {bad}: NaN or infinite strength makes "
+                "every steered activation NaN. Use e.g. --alphas -2 1 2 4."
+            )
         self.alphas = sorted({float(a) for a in self.alphas} | {0.0})
+        if not (math.isfinite(self.temperature) and self.temperature >= 0):
+            raise ValueError(
+                f"--temperature must be a finite number ≥ 0, got {self.temperature}; use 0 for "
+                "greedy decoding or e.g. 0.7 to sample."
+            )
         for name in ("n_prompts", "max_new_tokens", "ngram", "n_latents", "max_length"):
             if getattr(self, name) < 1:
                 raise ValueError(

@@ -48,9 +48,21 @@ def load_generation_model(name: str, backend: str, device: str):
     return load_model(name, device=device)
 
 
+def check_arguments(args: argparse.Namespace) -> None:
+    """Refuse bad options before a model is loaded (the context length is checked when generating)."""
+    from saesteer.steer.generate import check_device, check_max_new_tokens, check_temperature
+    from saesteer.steer.hooks import check_alpha
+
+    check_alpha(args.alpha, "--alpha")
+    check_temperature(args.temperature, "--temperature")
+    check_max_new_tokens(args.max_new_tokens, "--max-new-tokens")
+    check_device(args.device)
+
+
 def run(args: argparse.Namespace) -> int:
     from saesteer.steer.generate import apply_steering_from_args, generate_steered
 
+    check_arguments(args)
     model, tokenizer = load_generation_model(args.model, args.backend, args.device)
     with apply_steering_from_args(model, args):
         texts = generate_steered(

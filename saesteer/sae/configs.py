@@ -5,6 +5,7 @@ Torch-free on purpose, so `saesteer --help` stays fast.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +14,36 @@ from saesteer.config import option
 ARCHITECTURES = ("relu", "topk", "batchtopk", "jumprelu")
 WARMUP_CAP = 0.1  # the warm-up is at most this fraction of the steps
 MIN_STEPS = 150  # fewer optimizer steps than this warn (see saesteer.sae.trainer)
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def check_at_least(config: Any, names: tuple[str, ...], low: float, why: str = "") -> None:
+    """ValueError naming the flag unless every field in `names` is a finite number ≥ `low`."""
+    for name in names:
+        value = getattr(config, name)
+        if not (isinstance(value, int | float) and math.isfinite(value) and value >= low):
+            raise ValueError(f"{_flag(name)} must be ≥ {low:g}{why}; got {value!r}.")
+
+
+def check_positive(config: Any, names: tuple[str, ...], why: str = "") -> None:
+    """ValueError naming the flag unless every field in `names` is a finite number > 0."""
+    for name in names:
+        value = getattr(config, name)
+        if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+            raise ValueError(f"{_flag(name)} must be a positive number{why}; got {value!r}.")
+
+
+def check_fraction(config: Any, name: str, low_open: bool = False) -> None:
+    """ValueError naming the flag unless the field is in [0, 1] ((0, 1] with `low_open`)."""
+    value = getattr(config, name)
+    ok = isinstance(value, int | float) and (0 < value <= 1 if low_open else 0 <= value <= 1)
+    if not ok:
+        raise ValueError(
+            f"{_flag(name)} must be in {'(0' if low_open else '[0'}, 1]; got {value!r}."
+        )
 
 
 @dataclass
@@ -80,6 +111,28 @@ class TrainSAEConfig:
     progress: bool = option(True, "Show a progress bar")
     log_every: int = option(10, "Steps between progress-bar updates")
 
+    def __post_init__(self) -> None:
+        """Refuse values no run can use (each error names the flag and the valid range)."""
+        check_at_least(self, ("tokens", "batch_size"), 1, " (steps = tokens // batch_size)")
+        check_at_least(
+            self, ("context_len", "init_tokens", "dead_tokens", "log_every", "keep_checkpoints"), 1
+        )
+        check_at_least(self, ("d_sae", "warmup_steps", "skip_positions", "checkpoint_every"), 0)
+        if self.d_sae == 0:
+            check_at_least(self, ("expansion",), 1, " when --d-sae is 0 (d_sae = expansion × d_in)")
+        if self.arch in ("topk", "batchtopk"):
+            check_at_least(self, ("k",), 1, f" for {self.arch}")
+            check_at_least(self, ("aux_k",), 0)
+        check_positive(self, ("lr",), " (the peak Adam learning rate)")
+        check_positive(self, ("jumprelu_bandwidth",))
+        check_at_least(
+            self,
+            ("l1_coefficient", "l0_coefficient", "aux_coefficient", "jumprelu_init_threshold"),
+            0,
+        )
+        check_fraction(self, "decay_fraction")
+        check_fraction(self, "threshold_lr", low_open=True)
+
     def loss_settings(self) -> Any:
         """The `training.LossSettings` of this run."""
         from saesteer.sae.training import LossSettings
@@ -122,3 +175,9 @@ class EvalSAEConfig:
         "-1: the --skip-positions the SAE was trained with",
     )
     out: str = option("", "Folder for eval.json and the histogram (default: the SAE folder)")
+
+    def __post_init__(self) -> None:
+        """Refuse values no evaluation can use (each error names the flag and the valid range)."""
+        check_at_least(self, ("context_len", "n_tokens", "batch_contexts"), 1)
+        check_at_least(self, ("skip_positions",), -1, " (-1: as trained)")
+        check_fraction(self, "dense_threshold")

@@ -8,6 +8,13 @@ A saved SAE folder:
     saesteer.json             our metadata: arch (BatchTopK is saved as sae-lens JumpReLU, its
                               inference form), k, checksum, training config, versions, seed, inputs
 
+The recorded checksum is `sae_checksum` of the SAE that `load_sae` gives back (the stored weights
+in float32, threshold 0 where the file has none), marked `"checksum_scope": "as_loaded"`;
+`load_sae` verifies it. Older folders have no scope: their checksum was taken before a storage
+cast, so it is verified only when every stored weight is float32 (the shipped float16 suite is
+verified by the sha256 of every file instead, see `saesteer.sae.suite.pretrained_dir`).
+`load_sae` also refuses non-finite weights, unreadable files and missing fields, naming the file.
+
 Architectures map saesteer → sae-lens as relu → standard, topk → topk, batchtopk → jumprelu,
 jumprelu → jumprelu. Every file is written atomically (temporary file, then rename); saesteer.json
 is written last, so its presence marks a complete folder.
@@ -22,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 from saesteer.paths import atomic_write_bytes
@@ -37,6 +45,13 @@ TO_SAELENS_ARCH = {
     "batchtopk": "jumprelu",
     "jumprelu": "jumprelu",
 }
+CHECKSUM_SCOPE = "as_loaded"  # saesteer.json's checksum is that of the SAE load_sae returns
+SAELENS_WEIGHTS = ("W_enc", "b_enc", "W_dec", "b_dec")
+
+
+class SAEFileError(ValueError):
+    """An SAE folder whose files cannot be read as the SAE they describe (the message names the
+    file and the fix)."""
 
 
 def sae_checksum(sae: SAE) -> str:
@@ -44,12 +59,26 @@ def sae_checksum(sae: SAE) -> str:
 
     Steering codes record it to refer to the exact dictionary they were trained in.
     """
-    digest = hashlib.sha256(f"{sae.cfg.arch}|{sae.cfg.k}|".encode())
-    for name, tensor in sorted(sae.state_dict().items()):
+    return _state_checksum(sae.cfg.arch, sae.cfg.k, sae.state_dict())
+
+
+def _state_checksum(arch: str, k: int | None, state: dict[str, torch.Tensor]) -> str:
+    """`sae_checksum` of an SAE of `arch`, `k` whose state dict is `state`."""
+    digest = hashlib.sha256(f"{arch}|{k}|".encode())
+    for name, tensor in sorted(state.items()):
         t = tensor.detach().cpu().contiguous()
         digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
         digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return digest.hexdigest()
+
+
+def _loaded_checksum(sae: SAE, stored: dict[str, torch.Tensor]) -> str:
+    """The `sae_checksum` of the SAE that `load_sae` builds from the `stored` weights of `sae`:
+    each in the dtype of a fresh SAE (float32), the threshold 0 when it is not stored."""
+    dtype = torch.get_default_dtype()  # load_sae's fresh SAE holds its weights in this dtype
+    state = {name: t.to(dtype) for name, t in stored.items()}
+    state.setdefault("threshold", torch.zeros(sae.cfg.d_sae, dtype=dtype))
+    return _state_checksum(sae.cfg.arch, sae.cfg.k, state)
 
 
 def library_versions() -> dict[str, str]:
@@ -102,7 +131,8 @@ def save_sae(
     log10_density: [d_sae] log10 of each latent's firing frequency (sae-lens's sparsity file).
     metadata: extra JSON-able fields for saesteer.json (training config, seed, input checksums, …).
     storage_dtype: write the weights in this dtype (e.g. float16 to halve the bytes; they load back
-    in the SAE's own dtype, and the recorded checksum is that of the SAE as given).
+    as float32). The recorded checksum is that of the SAE as `load_sae` gives it back (the stored,
+    possibly rounded weights), so the loaded SAE always matches it.
     """
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
@@ -126,7 +156,8 @@ def save_sae(
         "model_name": sae.cfg.model_name,
         "hook_name": sae.cfg.hook_name,
         "extra": sae.cfg.extra,
-        "checksum": sae_checksum(sae),
+        "checksum": _loaded_checksum(sae, weights),
+        "checksum_scope": CHECKSUM_SCOPE,
         "versions": library_versions(),
         **(metadata or {}),
     }
@@ -159,36 +190,162 @@ def load_sae(path: str | Path, device: str = "cpu") -> SAE:
 
     Folders without saesteer.json are read as sae-lens SAEs (standard, topk, jumprelu); their
     conventions (apply_b_dec_to_input=False, rescale_acts_by_decoder_norm) are folded into weights.
+    Raises `SAEFileError` (a ValueError naming the file) for a file that is not UTF-8 JSON or not
+    safetensors (truncated, a pickle), a missing field or tensor, a wrong shape, NaN/inf weights,
+    or weights that no longer match the checksum in saesteer.json (see the module docstring).
     """
     path = sae_dir(path)
     if not (path / CFG_FILE).is_file() or not (path / WEIGHTS_FILE).is_file():
         raise FileNotFoundError(
             f"{path} is not an SAE folder (needs {CFG_FILE} and {WEIGHTS_FILE})."
         )
-    cfg = json.loads((path / CFG_FILE).read_text())
-    weights = load_file(path / WEIGHTS_FILE, device="cpu")
+    cfg = read_json_object(path / CFG_FILE)
+    weights = read_weights(path / WEIGHTS_FILE)
     meta_file = path / META_FILE
-    if meta_file.is_file():
-        meta = json.loads(meta_file.read_text())
-        sae = SAE(
-            SAEConfig(
-                d_in=meta["d_in"],
-                d_sae=meta["d_sae"],
-                arch=meta["arch"],
-                k=meta["k"],
-                model_name=meta.get("model_name", ""),
-                hook_name=meta.get("hook_name", ""),
-                extra=meta.get("extra", {}),
-            )
+    if not meta_file.is_file():
+        return sae_from_saelens_parts(cfg, weights, where=str(path / WEIGHTS_FILE)).to(device)
+    meta = read_json_object(meta_file)
+    sae = SAE(_config_from_meta(meta, meta_file))
+    stored_dtypes = {t.dtype for t in weights.values()}
+    weights.setdefault("threshold", torch.zeros(sae.cfg.d_sae))
+    _check_state(sae, weights, path / WEIGHTS_FILE)
+    sae.load_state_dict(weights)
+    _check_checksum(sae, meta, meta_file, stored_dtypes)
+    return sae.to(device)
+
+
+def read_json_object(file: Path) -> dict[str, Any]:
+    """The JSON object (dict) in `file`; `SAEFileError` naming the file if it is not UTF-8 JSON."""
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        raise SAEFileError(
+            f"{file} is not UTF-8 text ({error.reason} at byte {error.start}); it is damaged: "
+            "restore the SAE folder from its source or save the SAE again."
+        ) from None
+    except json.JSONDecodeError as error:
+        raise SAEFileError(
+            f"{file} is not valid JSON ({error.msg} at line {error.lineno}, column {error.colno}); "
+            "it is damaged or truncated: restore the SAE folder from its source or save it again."
+        ) from None
+    if not isinstance(data, dict):
+        raise SAEFileError(
+            f"{file} must hold a JSON object, not {type(data).__name__}; restore the SAE folder."
         )
-        weights.setdefault("threshold", torch.zeros(sae.cfg.d_sae))
-        sae.load_state_dict(weights)
-        return sae.to(device)
-    return sae_from_saelens_parts(cfg, weights).to(device)
+    return data
 
 
-def sae_from_saelens_parts(cfg: dict[str, Any], weights: dict[str, torch.Tensor]) -> SAE:
-    """Build a saesteer SAE from a sae-lens config dict and state dict (folding its conventions)."""
+def read_weights(file: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors `file` (CPU), checked finite; `SAEFileError` naming the file
+    when it is not safetensors (truncated, a PyTorch pickle, …) or holds NaN/inf."""
+    try:
+        weights = load_file(file, device="cpu")
+    except SafetensorError as error:
+        with open(file, "rb") as handle:
+            head = handle.read(4)
+        pickled = head.startswith((b"PK\x03\x04", b"\x80"))  # torch.save: zip or raw pickle
+        hint = (
+            "it looks like a PyTorch pickle (torch.save), which is never loaded (it can run code); "
+            "convert it in trusted Python: safetensors.torch.save_file(state_dict, PATH)"
+            if pickled
+            else "it is truncated or damaged: restore the SAE folder from its source or save it again"
+        )
+        raise SAEFileError(
+            f"{file} is not a readable safetensors file ({error}); {hint}."
+        ) from None
+    bad = {
+        name: int((~torch.isfinite(t)).sum())
+        for name, t in weights.items()
+        if t.is_floating_point() and not bool(torch.isfinite(t).all())
+    }
+    if bad:
+        listed = ", ".join(f"{name} ({n} of {weights[name].numel()})" for name, n in bad.items())
+        raise SAEFileError(
+            f"{file} holds NaN/inf weights in {listed}; the SAE diverged in training or the file "
+            "is damaged. Retrain it (or resume from an earlier checkpoint) rather than use it."
+        )
+    return weights
+
+
+def _config_from_meta(meta: dict[str, Any], meta_file: Path) -> SAEConfig:
+    """The `SAEConfig` recorded in saesteer.json; `SAEFileError` naming a missing or bad field."""
+    missing = [key for key in ("d_in", "d_sae", "arch") if key not in meta]
+    if missing:
+        raise SAEFileError(
+            f"{meta_file} lacks the field(s) {', '.join(missing)}; it is damaged or not written by "
+            f"saesteer: restore the SAE folder, or delete {META_FILE} to load it as a sae-lens SAE."
+        )
+    try:
+        return SAEConfig(
+            d_in=int(meta["d_in"]),
+            d_sae=int(meta["d_sae"]),
+            arch=meta["arch"],
+            k=None if meta.get("k") is None else int(meta["k"]),
+            model_name=meta.get("model_name") or "",
+            hook_name=meta.get("hook_name") or "",
+            extra=meta.get("extra") or {},
+        )
+    except (TypeError, ValueError) as error:
+        raise SAEFileError(f"{meta_file} describes no valid SAE: {error}") from None
+
+
+def _check_state(
+    sae: SAE, weights: dict[str, torch.Tensor], where: str | Path, *, complete: bool = True
+) -> None:
+    """`SAEFileError` naming `where` unless each tensor of `weights` has the shape of the SAE's
+    tensor of that name and (`complete`) `weights` has exactly the SAE's tensors."""
+    expected = {name: tuple(t.shape) for name, t in sae.state_dict().items()}
+    expected["log_threshold"] = expected["threshold"]  # sae-lens's JumpReLU stores log θ
+    problems = [
+        f"{name} has shape {tuple(t.shape)}, expected {expected[name]}"
+        for name, t in weights.items()
+        if name in expected and tuple(t.shape) != expected[name]
+    ]
+    if complete:
+        missing = sorted(set(sae.state_dict()) - set(weights))
+        unexpected = sorted(set(weights) - set(sae.state_dict()))
+        problems += [f"missing {missing}"] if missing else []
+        problems += [f"unexpected {unexpected}"] if unexpected else []
+    if problems:
+        raise SAEFileError(
+            f"{where} does not fit the SAE described beside it ({'; '.join(problems)}); "
+            "the folder mixes files of different SAEs or is damaged: save the SAE again."
+        )
+
+
+def _check_checksum(
+    sae: SAE, meta: dict[str, Any], meta_file: Path, stored_dtypes: set[torch.dtype]
+) -> None:
+    """`SAEFileError` when the loaded SAE does not match the checksum saesteer.json records.
+
+    A folder without `checksum_scope` (older saesteer) recorded the checksum before a storage cast:
+    it is checked only when every stored tensor is float32 (else it cannot be recomputed)."""
+    recorded = meta.get("checksum")
+    if not recorded:
+        return
+    if meta.get("checksum_scope") != CHECKSUM_SCOPE and stored_dtypes != {torch.float32}:
+        return
+    actual = sae_checksum(sae)
+    if actual != recorded:
+        raise SAEFileError(
+            f"{meta_file.parent / WEIGHTS_FILE} does not match the checksum recorded in {meta_file} "
+            f"(recorded {str(recorded)[:16]}…, the weights give {actual[:16]}…): the weights were "
+            "changed or damaged after saving. Restore the folder from its source or retrain the SAE."
+        )
+
+
+def sae_from_saelens_parts(
+    cfg: dict[str, Any], weights: dict[str, torch.Tensor], where: str = "the sae-lens state dict"
+) -> SAE:
+    """Build a saesteer SAE from a sae-lens config dict and state dict (folding its conventions).
+
+    where: what `weights` came from, named in errors (a missing tensor or a wrong shape)."""
+    missing = [name for name in SAELENS_WEIGHTS if name not in weights]
+    if missing:
+        raise SAEFileError(
+            f"{where} lacks the tensor(s) {', '.join(missing)} (it has {sorted(weights)}); "
+            f"a sae-lens SAE needs {', '.join(SAELENS_WEIGHTS)}."
+        )
     arch = cfg.get("architecture", "standard")
     ours = {"standard": "relu", "topk": "topk", "jumprelu": "jumprelu", "batchtopk": "batchtopk"}
     if arch not in ours:
@@ -203,16 +360,24 @@ def sae_from_saelens_parts(cfg: dict[str, Any], weights: dict[str, torch.Tensor]
     meta = cfg.get("metadata") or {}
     W_enc = weights["W_enc"].float()
     k = cfg.get("k")
-    sae = SAE(
-        SAEConfig(
-            d_in=W_enc.shape[0],
-            d_sae=W_enc.shape[1],
-            arch=ours[arch],
-            k=int(k) if k is not None else None,
-            model_name=meta.get("model_name") or cfg.get("model_name") or "",
-            hook_name=meta.get("hook_name") or cfg.get("hook_name") or "",
+    if W_enc.ndim != 2:
+        raise SAEFileError(f"{where}: W_enc must be [d_in, d_sae]; got {tuple(W_enc.shape)}.")
+    try:
+        sae = SAE(
+            SAEConfig(
+                d_in=W_enc.shape[0],
+                d_sae=W_enc.shape[1],
+                arch=ours[arch],
+                k=int(k) if k is not None else None,
+                model_name=meta.get("model_name") or cfg.get("model_name") or "",
+                hook_name=meta.get("hook_name") or cfg.get("hook_name") or "",
+            )
         )
-    )
+    except (TypeError, ValueError) as error:
+        raise SAEFileError(
+            f"The sae-lens config beside {where} describes no valid SAE: {error}"
+        ) from None
+    _check_state(sae, weights, where, complete=False)
     with torch.no_grad():
         sae.W_enc.copy_(W_enc)
         sae.b_enc.copy_(weights["b_enc"])

@@ -37,6 +37,54 @@ def parse_hook_name(hook_name: str) -> tuple[int, str]:
     return int(match.group(1)), match.group(2)
 
 
+def check_support(support: torch.Tensor, d_sae: int) -> torch.Tensor:
+    """The support S [s] as int64 latent indices, checked: distinct, each in 0..d_sae − 1.
+
+    A negative index would silently wrap around to another latent and one ≥ d_sae fails deep inside
+    indexing, so both are refused here with the SAE's range.
+    """
+    integer = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
+    if support.ndim != 1 or support.dtype not in integer:
+        raise ValueError(
+            f"The code's support must be a 1-D tensor of latent indices (int64), got shape "
+            f"{tuple(support.shape)} of {support.dtype}."
+        )
+    support = support.long()
+    outside = support[(support < 0) | (support >= d_sae)]
+    if outside.numel():
+        raise ValueError(
+            f"The code's support has latent indices {outside.tolist()[:8]} outside 0..{d_sae - 1} "
+            f"(the SAE has d_sae={d_sae}); each index must name one of its latents."
+        )
+    distinct, counts = support.unique(return_counts=True)
+    if (counts > 1).any():
+        raise ValueError(
+            f"The code's support lists latents {distinct[counts > 1].tolist()[:8]} more than once; "
+            "each latent may appear once."
+        )
+    return support
+
+
+def _check_shapes(weights: dict[str, torch.Tensor], arch: str, s: int, d_sae: int) -> None:
+    """The edit's tensors have the shapes `LatentCode` documents (else a clear error, not a crash)."""
+    if "b_dec" not in weights or weights["b_dec"].ndim != 1:
+        raise ValueError("The code has no 1-D 'b_dec' [d_model] tensor.")
+    d = weights["b_dec"].shape[0]
+    if arch in SUPPORT_RESTRICTED_ARCHS:
+        expected = {"W_enc_S": (d, s), "b_enc_S": (s,), "W_dec_S": (s, d), "threshold_S": (s,)}
+    else:
+        expected = {"W_enc": (d, d_sae), "b_enc": (d_sae,), "W_dec": (d_sae, d)}
+    missing = sorted(set(expected) - set(weights))
+    if missing:
+        raise ValueError(f"The {arch} code lacks the tensor(s) {missing}.")
+    for name, shape in expected.items():
+        if tuple(weights[name].shape) != shape:
+            raise ValueError(
+                f"The code's {name!r} has shape {tuple(weights[name].shape)}, expected {shape} "
+                f"(d_model={d}, support size {s}, d_sae={d_sae})."
+            )
+
+
 class SteeringCode:
     """Base: where a code applies and what it records. Subclasses implement `apply`."""
 
@@ -129,7 +177,7 @@ class LatentCode(SteeringCode):
         values = values.detach()
         if support is None:
             support = values.nonzero().squeeze(-1)
-        support = support.sort().values  # [s] latent indices: supp(v), or the chosen latents
+        support = check_support(support, sae.cfg.d_sae).sort().values  # [s]: supp(v) or chosen
         with torch.no_grad():
             if sae.cfg.arch in SUPPORT_RESTRICTED_ARCHS:
                 weights = {
@@ -183,6 +231,17 @@ class LatentCode(SteeringCode):
             raise ValueError(
                 f"Clamping needs a ReLU/JumpReLU/BatchTopK SAE, not {arch}; use mode 'add'."
             )
+        if arch not in (*SUPPORT_RESTRICTED_ARCHS, "topk"):
+            raise ValueError(f"Unknown SAE architecture {arch!r} for a latent code.")
+        if arch == "topk" and not (isinstance(k, int) and 0 < k <= d_sae):
+            raise ValueError(f"A TopK code needs 0 < k ≤ d_sae ({d_sae}); got k={k!r}.")
+        support = check_support(support, d_sae)
+        if values.shape != support.shape:
+            raise ValueError(
+                f"The code has {support.numel()} support indices but {values.numel()} values "
+                f"(shape {tuple(values.shape)}); it needs one value per support latent."
+            )
+        _check_shapes(weights, arch, support.numel(), d_sae)
         SteeringCode.__init__(self, hook_name, model_name, weights["b_dec"].shape[0], meta)
         self.method, self.mode, self.arch, self.k, self.d_sae = method, mode, arch, k, d_sae
         self.sae_checksum = sae_checksum

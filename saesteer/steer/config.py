@@ -90,6 +90,9 @@ class TrainSteerConfig:
     max_length: int = option(128, "tokens per prompt + completion (prompts are cut from the left)")
     seed: int = option(0, "seed of shuffling, directions and the held-out split")
     device: str = option("cpu", "torch device")
+    resume: bool = option(
+        False, "continue the unfinished run whose checkpoints are in OUT.partial (same options)"
+    )
     progress: bool = option(True, "show a progress bar")
 
     def __post_init__(self) -> None:

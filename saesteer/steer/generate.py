@@ -5,12 +5,18 @@ model kind under `steer(...)`:
   - a Hugging Face causal LM: `model.generate(input_ids, attention_mask=...)` (fast; same weights);
   - a TransformerLens `HookedTransformer`: `model.generate(tokens, padding_side="left")`.
 Both use the KV cache unless `use_cache=False`. Greedy at temperature 0, else sampled with `seed`.
+
+Checked first: temperature finite and ≥ 0, max_new_tokens ≥ 1, and
+prompt length + max_new_tokens ≤ the model's context (TransformerLens `cfg.n_ctx`, Hugging Face
+`config.max_position_embeddings`); `check_device` vets a `--device` before a model is loaded.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import math
+import operator
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -38,6 +44,92 @@ def batch_prompt_ids(
     return ids, mask
 
 
+def check_temperature(temperature: Any, name: str = "temperature") -> float:
+    """The sampling temperature as a float: finite and ≥ 0 (0 = greedy)."""
+    try:
+        value = float(temperature)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {temperature!r}.") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(
+            f"{name} must be a finite number ≥ 0, got {temperature!r}; use 0 for greedy "
+            "decoding or e.g. 0.7 to sample."
+        )
+    return value
+
+
+def check_max_new_tokens(max_new_tokens: Any, name: str = "max_new_tokens") -> int:
+    """The number of tokens to generate: an integer ≥ 1."""
+    try:
+        count = operator.index(max_new_tokens)
+    except TypeError:
+        count = None
+    if count is None or isinstance(max_new_tokens, bool):
+        raise ValueError(f"{name} must be an integer, got {max_new_tokens!r}.")
+    if count < 1:
+        raise ValueError(f"{name} must be ≥ 1, got {count}; ask for at least one token.")
+    return count
+
+
+def context_length(model) -> int | None:
+    """Positions the model can attend over: TL `cfg.n_ctx`, HF `config.max_position_embeddings`
+    (or `n_positions`); None when the model does not say."""
+    if is_hooked_transformer(model):
+        return model.cfg.n_ctx
+    config = getattr(model, "config", None)
+    for key in ("max_position_embeddings", "n_positions"):
+        value = getattr(config, key, None)
+        if isinstance(value, int):
+            return value
+    return None
+
+
+def check_fits_context(model, prompt_length: int, max_new_tokens: int) -> None:
+    """Refuse prompt_length + max_new_tokens > the model's context (past it, positions break)."""
+    n_ctx = context_length(model)
+    total = prompt_length + max_new_tokens
+    if n_ctx is None or total <= n_ctx:
+        return
+    room = n_ctx - prompt_length
+    fix = (
+        f"ask for at most {room} new tokens (or shorten the prompt)"
+        if room >= 1
+        else "shorten the prompt"
+    )
+    raise ValueError(
+        f"prompt + max_new_tokens = {prompt_length} + {max_new_tokens} = {total} tokens, more "
+        f"than the model's context of {n_ctx} tokens; {fix}."
+    )
+
+
+def check_device(device: str, name: str = "--device") -> torch.device:
+    """`device` as a torch device that exists here (CUDA asked for on a machine without it: the fix)."""
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(
+            f"{name} {device!r} is not a torch device; use cpu, cuda or cuda:N."
+        ) from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        why = (
+            f"this torch build ({torch.__version__}) has no CUDA support"
+            if torch.version.cuda is None
+            else "no CUDA GPU is visible (check the driver and CUDA_VISIBLE_DEVICES)"
+        )
+        raise ValueError(
+            f"{name} {device} asks for a CUDA GPU, but {why}; use --device cpu, or install a "
+            "CUDA build of torch (https://pytorch.org/get-started/locally/)."
+        )
+    if parsed.type == "cuda" and (parsed.index or 0) >= torch.cuda.device_count():
+        raise ValueError(
+            f"{name} {device}: there are only {torch.cuda.device_count()} CUDA device(s) "
+            f"(cuda:0..cuda:{torch.cuda.device_count() - 1})."
+        )
+    if parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"{name} {device}: MPS is not available here; use --device cpu.")
+    return parsed
+
+
 @torch.inference_mode()
 def generate_ids_steered(
     model,
@@ -55,7 +147,11 @@ def generate_ids_steered(
     """New token ids [batch, ≤ max_new_tokens] for left-padded prompts; no code = plain generation.
 
     Rows that finish early are padded with `eos_token_id` (None: run all `max_new_tokens`).
+    Bad options (see the module docstring) are a `ValueError` before anything runs.
     """
+    temperature = check_temperature(temperature)
+    max_new_tokens = check_max_new_tokens(max_new_tokens)
+    check_fits_context(model, input_ids.shape[1], max_new_tokens)
     torch.manual_seed(seed)
     context = steer(model, code, alpha, positions) if code is not None else contextlib.nullcontext()
     with context:

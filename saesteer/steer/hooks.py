@@ -14,12 +14,15 @@ offset 0 starts a new sequence whose prompt length is n, except that without a K
 exactly one token longer than the previous one re-runs the same sequence (generation without cache).
 
 The edit runs in the activations' dtype on their device (the code is moved once per dtype/device).
+α must be finite: NaN or ±inf would make every steered activation NaN (garbage text, no error).
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 
@@ -86,6 +89,20 @@ class _Editor:
         return out
 
 
+def check_alpha(alpha: Any, name: str = "alpha") -> float:
+    """α as a float, refusing what is not a finite number (`name`: how the caller spells it)."""
+    try:
+        value = float(alpha)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {alpha!r}.") from None
+    if not math.isfinite(value):
+        raise ValueError(
+            f"{name} must be a finite number, got {alpha!r}: NaN or infinite strength turns every "
+            "steered activation into NaN. Use e.g. 2.0 (sign = direction, 0 = off)."
+        )
+    return value
+
+
 def is_hooked_transformer(model) -> bool:
     return hasattr(model, "hook_dict") and hasattr(model, "cfg")
 
@@ -96,9 +113,11 @@ def steer(
 ) -> Iterator[None]:
     """Inside the block, `model` (TransformerLens or Hugging Face) runs with `code` applied.
 
-    h' = code.apply(h, alpha) at `code.hook_name` on the chosen `positions`. Checks the code fits the
-    model first (width, layer, and name; pass `model_name` to check a Hugging Face model's name).
+    h' = code.apply(h, alpha) at `code.hook_name` on the chosen `positions`. Checks first that alpha
+    is finite and the code fits the model (width, layer, and name; pass `model_name` to check a
+    Hugging Face model's name).
     """
+    alpha = check_alpha(alpha)
     check_model(code, model, model_name)
     editor = _Editor(code, alpha, positions)
     if is_hooked_transformer(model):

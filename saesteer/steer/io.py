@@ -10,7 +10,9 @@ A code folder:
                        k/d_sae (latent codes), and `meta`: hyper-parameters, data checksum, results
 
 Latent codes are self-contained, so generation needs no SAE; when an SAE is given, it must be the one
-the code was made with (same checksum and hook), else `CodeMismatchError`.
+the code was made with (same checksum and hook), else `CodeMismatchError`. A damaged folder (truncated
+or foreign code.safetensors, code.json that is not JSON or lacks fields, NaN/inf tensors, latent
+indices outside the SAE) is a `CodeFormatError` naming the file.
 """
 
 from __future__ import annotations
@@ -20,9 +22,12 @@ import os
 from pathlib import Path
 from typing import Any
 
+import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 from saesteer.paths import atomic_write_bytes
+from saesteer.sae.configs import ARCHITECTURES
 from saesteer.sae.io import sae_checksum
 from saesteer.steer.codes import DenseVector, LatentCode, SteeringCode, parse_hook_name
 
@@ -31,8 +36,17 @@ WEIGHTS_FILE = "code.safetensors"
 META_FILE = "code.json"
 
 
+REQUIRED_FIELDS = ("method", "model_name", "hook_name", "meta")
+LATENT_FIELDS = ("checksum", "arch", "d_sae")
+DAMAGED = "the code folder is damaged or was edited: re-save or retrain the code"
+
+
 class CodeMismatchError(ValueError):
     """A steering code is used with a model, SAE or layer it was not made for."""
+
+
+class CodeFormatError(ValueError):
+    """A steering-code folder's files are damaged or malformed; the message names the file."""
 
 
 def save_code(code: SteeringCode, path: str | os.PathLike) -> Path:
@@ -68,48 +82,132 @@ def save_code(code: SteeringCode, path: str | os.PathLike) -> Path:
 
 
 def read_code_record(path: str | os.PathLike) -> dict[str, Any]:
-    """The code.json of a code folder (clear error when the folder is not one)."""
+    """The code.json of a code folder (clear errors when the folder is not one or is damaged)."""
     meta_file = Path(path) / META_FILE
     if not meta_file.is_file():
         raise FileNotFoundError(
             f"{path} is not a steering-code folder (no {META_FILE}); train one "
             "with `saesteer train-steer ... --out DIR`."
         )
-    record = json.loads(meta_file.read_text())
+    try:
+        record = json.loads(meta_file.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CodeFormatError(
+            f"{meta_file} is not valid UTF-8 JSON ({error}); {DAMAGED}."
+        ) from None
+    if not isinstance(record, dict):
+        raise CodeFormatError(
+            f"{meta_file} holds a JSON {type(record).__name__}, not an object; {DAMAGED}."
+        )
     if record.get("format") != FORMAT:
-        raise ValueError(
+        raise CodeFormatError(
             f"{meta_file}: unknown format {record.get('format')!r}, expected {FORMAT!r}."
         )
+    _check_fields(record, meta_file)
     return record
 
 
+def _check_fields(record: dict[str, Any], meta_file: Path) -> None:
+    """code.json has every field `load_code` reads, of the right kind."""
+    missing = [key for key in REQUIRED_FIELDS if key not in record]
+    info = record.get("sae")
+    if info is not None:
+        if not isinstance(info, dict):
+            raise CodeFormatError(f"{meta_file}: 'sae' must be an object; {DAMAGED}.")
+        missing += [f"sae.{key}" for key in LATENT_FIELDS if key not in info]
+        missing += [] if "mode" in record else ["mode"]
+    if missing:
+        raise CodeFormatError(f"{meta_file} lacks the field(s) {missing}; {DAMAGED}.")
+    if not isinstance(record["hook_name"], str) or not isinstance(record["meta"], dict):
+        raise CodeFormatError(
+            f"{meta_file}: 'hook_name' must be a string and 'meta' an object; {DAMAGED}."
+        )
+    try:
+        parse_hook_name(record["hook_name"])
+    except ValueError as error:
+        raise CodeFormatError(f"{meta_file}: {error}") from None
+    if info is None:
+        return
+    problem = _latent_field_problem(record, info)
+    if problem:
+        raise CodeFormatError(f"{meta_file}: {problem}; {DAMAGED}.")
+
+
+def _latent_field_problem(record: dict[str, Any], info: dict[str, Any]) -> str | None:
+    """What is wrong with a latent code's SAE facts and mode in code.json, or None."""
+    d_sae, arch, k = info["d_sae"], info["arch"], info.get("k")
+    if not (isinstance(d_sae, int) and d_sae > 0):
+        return f"sae.d_sae must be a positive integer, got {d_sae!r}"
+    if arch not in ARCHITECTURES:
+        return f"sae.arch must be one of {ARCHITECTURES}, got {arch!r}"
+    if arch == "topk" and not (isinstance(k, int) and 0 < k <= d_sae):
+        return f"a TopK code needs 0 < sae.k ≤ d_sae ({d_sae}), got {k!r}"
+    if record["mode"] not in ("add", "clamp"):
+        return f"'mode' must be 'add' or 'clamp', got {record['mode']!r}"
+    return None
+
+
+def read_code_tensors(path: str | os.PathLike, names: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """The tensors of code.safetensors, which must hold `names` and only finite floats."""
+    weights_file = Path(path) / WEIGHTS_FILE
+    if not weights_file.is_file():
+        raise FileNotFoundError(f"{weights_file} is missing: {DAMAGED}.")
+    try:
+        tensors = load_file(weights_file)
+    except SafetensorError as error:
+        raise CodeFormatError(
+            f"{weights_file} is not a readable safetensors file ({error}): it is truncated or "
+            f"not a steering code; {DAMAGED}."
+        ) from None
+    missing = [name for name in names if name not in tensors]
+    if missing:
+        raise CodeFormatError(f"{weights_file} has no tensor(s) {missing}; {DAMAGED}.")
+    for name, tensor in tensors.items():
+        bad = int((~torch.isfinite(tensor)).sum()) if tensor.is_floating_point() else 0
+        if bad:
+            raise CodeFormatError(
+                f"{weights_file}: tensor {name!r} has {bad} non-finite (NaN/inf) value(s), so "
+                "steering with it would give NaN activations (did its training diverge?); "
+                "retrain the code."
+            )
+    return tensors
+
+
 def load_code(path: str | os.PathLike, sae=None) -> SteeringCode:
-    """Load a code folder; a latent code is checked against `sae` when given (needed for TopK)."""
+    """Load a code folder; a latent code is checked against `sae` when given (needed for TopK).
+
+    A damaged folder raises `CodeFormatError` (or `FileNotFoundError` for a missing file) naming the
+    file; see the module docstring.
+    """
     record = read_code_record(path)
-    tensors = load_file(Path(path) / WEIGHTS_FILE)
+    info = record.get("sae")
+    tensors = read_code_tensors(path, ("vector",) if info is None else ("values", "support"))
     common = {
         "hook_name": record["hook_name"],
         "model_name": record["model_name"],
         "meta": record["meta"],
     }
-    if "sae" not in record:
-        return DenseVector(tensors["vector"], method=record["method"], **common)
-    info = record["sae"]
+    try:
+        if info is None:
+            return DenseVector(tensors["vector"], method=record["method"], **common)
+        values, support = tensors.pop("values"), tensors.pop("support")
+        code = LatentCode.from_tensors(
+            tensors,
+            support,
+            values,
+            arch=info["arch"],
+            k=info.get("k"),
+            d_sae=info["d_sae"],
+            sae_checksum=info["checksum"],
+            method=record["method"],
+            mode=record["mode"],
+            **common,
+        )
+    except ValueError as error:
+        raise CodeFormatError(f"{Path(path) / WEIGHTS_FILE}: {error} ({DAMAGED})") from None
     if sae is not None:
         check_sae(info["checksum"], record["hook_name"], sae, where=str(path))
-    values, support = tensors.pop("values"), tensors.pop("support")
-    return LatentCode.from_tensors(
-        tensors,
-        support,
-        values,
-        arch=info["arch"],
-        k=info.get("k"),
-        d_sae=info["d_sae"],
-        sae_checksum=info["checksum"],
-        method=record["method"],
-        mode=record["mode"],
-        **common,
-    )
+    return code
 
 
 def check_sae(expected_checksum: str, hook_name: str, sae, where: str = "the code") -> None:

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from saesteer.steer.batching import preference_margins
+from saesteer.steer.checkpoint import SteerCheckpoints, optimizer_state, restore_optimizer
 
 
 def lr_factor(step: int, total: int, warmup: int) -> float:
@@ -106,11 +107,14 @@ def optimise(
     val_accuracy: Callable[[], float] | None,
     curves: Curves,
     progress: bool,
+    checkpoints: SteerCheckpoints | None = None,
 ) -> None:
     """Run `phase` on the leaf tensor v (requires_grad) in place (module docstring).
 
     logprobs(rows, d) → log π_{d·v}(y | x) [len(rows)] (differentiable in v); logp_ref [rows]: π_0;
     rows_of(pair indices) → the rows of their chosen and rejected completions.
+    checkpoints: save the whole state after every epoch, and continue from it when one exists
+    (`saesteer.steer.checkpoint`).
     """
     optimizer = torch.optim.AdamW([v], lr=phase.lr, weight_decay=phase.weight_decay)
     micro_per_epoch = math.ceil(n_pairs / batch_pairs)
@@ -119,11 +123,24 @@ def optimise(
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: lr_factor(t, total, warmup))
     generator = torch.Generator().manual_seed(seed)
     bar = tqdm(total=total, desc=f"train-steer {phase.name}", disable=not progress)
-    started, step, val_acc = time.time(), 0, float("nan")
+    started, step, val_acc, done = time.time(), 0, float("nan"), 0
     first_step = curves.steps[-1]["step"] if curves.steps else 0
     earlier_seconds = curves.epochs[-1]["seconds"] if curves.epochs else 0.0
+    index = checkpoints.next_phase() if checkpoints is not None else None
+    saved = checkpoints.load(index) if checkpoints is not None else None
+    if saved is not None:
+        meta, tensors = saved
+        with torch.no_grad():
+            v.copy_(tensors["v"].to(v.device, v.dtype))
+        restore_optimizer(optimizer, meta["optimizer"], tensors)
+        schedule.load_state_dict(meta["schedule"])
+        generator.set_state(tensors["generator"])
+        curves.steps[:], curves.epochs[:] = meta["curves_steps"], meta["curves_epochs"]
+        step, done, first_step = meta["step"], meta["epochs_done"], meta["first_step"]
+        earlier_seconds, val_acc = meta["earlier_seconds"], meta["val_accuracy"]
+        bar.update(step)
     try:
-        for epoch in range(phase.epochs):
+        for epoch in range(done, phase.epochs):
             order = torch.randperm(n_pairs, generator=generator)
             losses: list[float] = []
             for micro in range(micro_per_epoch):
@@ -162,6 +179,22 @@ def optimise(
                 }
             )
             bar.set_postfix(loss=f"{curves.epochs[-1]['loss']:.4f}", val_acc=f"{val_acc:.2f}")
+            if checkpoints is not None:
+                opt_meta, opt_tensors = optimizer_state(optimizer)
+                state = {
+                    "phase": phase.name,
+                    "epochs_done": epoch + 1,
+                    "step": step,
+                    "first_step": first_step,
+                    "earlier_seconds": earlier_seconds,
+                    "val_accuracy": val_acc,
+                    "optimizer": opt_meta,
+                    "schedule": schedule.state_dict(),
+                    "curves_steps": curves.steps,
+                    "curves_epochs": curves.epochs,
+                }
+                tensors = {"v": v, "generator": generator.get_state(), **opt_tensors}
+                checkpoints.save(index, state, tensors)
     finally:
         bar.close()
 

@@ -72,6 +72,7 @@ from saesteer.steer.batching import (
     preference_margins,
     tokenize_pairs,
 )
+from saesteer.steer.checkpoint import SteerCheckpoints
 from saesteer.steer.codes import DenseVector, LatentCode, SteeringCode, parse_hook_name
 from saesteer.steer.config import TrainSteerConfig
 from saesteer.steer.latent import full_latent_steer
@@ -98,6 +99,9 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
     dense_values: torch.Tensor | None = None
     """yapo refit/l1: the code before its support was cut (what reference mode would return)."""
+
+
+RUN_ONLY = ("out", "progress", "resume")  # options that do not change the code
 
 
 def start_layer(hook_name: str) -> int:
@@ -204,11 +208,13 @@ def fit_steering(
     config: TrainSteerConfig,
     sae=None,
     val_pairs: Sequence[PreferencePair] | None = None,
+    checkpoints: SteerCheckpoints | None = None,
 ) -> TrainResult:
     """Learn a steering code (module docstring) with a HookedTransformer `model`.
 
     `sae` is required for yapo and fixes the hook; bipo/mean-diff use `config.hook_name` (default: the
     SAE's hook, else the middle layer's resid_post). `val_pairs` defaults to none (no accuracy).
+    `checkpoints`: save and resume the optimiser after every epoch (`saesteer.steer.checkpoint`).
     """
     method = config.method
     if method == "yapo" and sae is None:
@@ -250,7 +256,7 @@ def fit_steering(
         else None
     )
     meta: dict[str, Any] = {
-        "hyper_parameters": {k: v for k, v in vars(config).items() if k not in ("out", "progress")},
+        "hyper_parameters": {k: v for k, v in vars(config).items() if k not in RUN_ONLY},
         "data_checksum": pairs_checksum(train_pairs),
         "n_train_pairs": len(train_pairs),
         "val_data_checksum": pairs_checksum(val_pairs) if val_pairs else None,
@@ -260,7 +266,9 @@ def fit_steering(
     if method == "mean-diff":
         vector = mean_difference(train)
     else:
-        vector, dense = _fit_preference(model, train, val, layer, config, sae, curves, meta)
+        vector, dense = _fit_preference(
+            model, train, val, layer, config, sae, curves, meta, checkpoints
+        )
     meta["train_seconds"] = round(time.time() - started, 2)
     model_name = model.cfg.model_name
     if method == "yapo":
@@ -297,6 +305,7 @@ def _fit_preference(
     sae,
     curves: Curves,
     meta: dict[str, Any],
+    checkpoints: SteerCheckpoints | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """BiPO, or YaPO in `config.yapo_mode` (module docstring); returns the learned v (detached)
     and, when a dense phase was cut to k latents (refit, l1), v before the cut (on the CPU).
@@ -334,6 +343,7 @@ def _fit_preference(
         else None,
         curves=curves,
         progress=config.progress,
+        checkpoints=checkpoints,
     )
     with _frozen(model, sae):
         if mode == "refit" and config.support_by == "mean-diff":
