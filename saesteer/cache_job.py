@@ -16,6 +16,7 @@ the same contexts, computes its share of the shards, and rank 0 merges them into
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from dataclasses import dataclass
@@ -120,56 +121,75 @@ def load_for_cache(config: CacheConfig, backend: str, device: str) -> tuple[Any,
 
 
 def run_cache(config: CacheConfig) -> Path:
-    """Build the cache described by `config`; returns the path of the complete HDF5 file."""
-    import importlib.metadata
+    """Build the cache described by `config`; returns the path of the complete HDF5 file.
 
-    from activations_cache import write_cache
-    from saesteer.corpus import make_contexts
+    The main process holds `saesteer.outputs.writer_lock` on the output for the whole job: a
+    second `saesteer cache` on the same --out fails at once instead of mixing shards."""
+    from saesteer.outputs import writer_lock
 
     if config.tokens < 1:
         raise ValueError(f"--tokens must be ≥ 1 (got {config.tokens}); nothing would be cached.")
     device, initialised = _init_distributed(config.device)
+    main_process = not initialised or torch_rank() == 0
     try:
-        backend = choose_backend(config)
-        model, tokenizer = load_for_cache(config, backend, device)
-        contexts = make_contexts(
-            tokenizer,
-            config.corpus,
-            config.context_len,
-            config.tokens,
-            config.split,
-            config.validation_fraction,
-            config.seed,
-        )
-        description = contexts.describe()
-        job = {k: v for k, v in config_to_dict(config).items() if k not in _NOT_FINGERPRINTED}
-        attrs = {
-            "model_name": config.model,
-            "tokenizer": description["tokenizer"],
-            "tokenizer_sha256": description["tokenizer_sha256"],
-            "corpus": description,
-            "corpus_checksum": description["documents_sha256"],
-            "seed": config.seed,
-            "job_config": job,
-            "saesteer_version": importlib.metadata.version("saesteer"),
-        }
-        return write_cache(
-            config.out,
-            model,
-            contexts.tokens,
-            list(config.hook),
-            dtype=config.dtype,
-            batch_size=config.batch_size,
-            attrs=attrs,
-            token_metadata={"doc_id": contexts.doc_ids, "special_mask": contexts.special_mask},
-            resume=config.resume,
-            progress=config.progress,
-            chunk_rows=config.chunk_rows,
-            shard_tokens=config.shard_tokens,
-            compile={"auto": "auto", "on": True, "off": False}[config.compile],
-        )
+        with writer_lock(config.out) if main_process else contextlib.nullcontext():
+            return _write(config, device)
     finally:
         if initialised:
             import torch
 
             torch.distributed.destroy_process_group()
+
+
+def torch_rank() -> int:
+    """This process's rank in the initialised process group."""
+    import torch
+
+    return torch.distributed.get_rank()
+
+
+def _write(config: CacheConfig, device) -> Path:
+    """Contexts → model → `write_cache`, one writer holding the lock (see `run_cache`)."""
+    import importlib.metadata
+
+    from activations_cache import write_cache
+    from saesteer.corpus import make_contexts
+
+    backend = choose_backend(config)
+    model, tokenizer = load_for_cache(config, backend, device)
+    contexts = make_contexts(
+        tokenizer,
+        config.corpus,
+        config.context_len,
+        config.tokens,
+        config.split,
+        config.validation_fraction,
+        config.seed,
+    )
+    description = contexts.describe()
+    job = {k: v for k, v in config_to_dict(config).items() if k not in _NOT_FINGERPRINTED}
+    attrs = {
+        "model_name": config.model,
+        "tokenizer": description["tokenizer"],
+        "tokenizer_sha256": description["tokenizer_sha256"],
+        "corpus": description,
+        "corpus_checksum": description["documents_sha256"],
+        "seed": config.seed,
+        "job_config": job,
+        "saesteer_version": importlib.metadata.version("saesteer"),
+    }
+    return write_cache(
+        config.out,
+        model,
+        contexts.tokens,
+        list(config.hook),
+        dtype=config.dtype,
+        batch_size=config.batch_size,
+        attrs=attrs,
+        token_metadata={"doc_id": contexts.doc_ids, "special_mask": contexts.special_mask},
+        resume=config.resume,
+        progress=config.progress,
+        chunk_rows=config.chunk_rows,
+        shard_tokens=config.shard_tokens,
+        compile={"auto": "auto", "on": True, "off": False}[config.compile],
+    )

@@ -121,6 +121,27 @@ def swap_into_place(new: Path, final: Path) -> None:
     shutil.rmtree(old)
 
 
+@contextlib.contextmanager
+def writer_lock(path: str | os.PathLike) -> Iterator[None]:
+    """Hold the flock on `.NAME.lock` beside `path`; a second writer gets a clear error at once."""
+    path = Path(path)
+    parent = path.absolute().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    with open(parent / f".{path.name}.lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            if error.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            raise RuntimeError(
+                f"Another saesteer job is writing {path}; wait for it or choose another --out."
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 class Output:
     """The `--out` folder of one job: checked on creation (before any work), locked while used.
 
@@ -140,27 +161,15 @@ class Output:
         self._lock = None
 
     def __enter__(self) -> Output:
-        parent = self.path.absolute().parent
-        parent.mkdir(parents=True, exist_ok=True)
-        handle = open(parent / f".{self.path.name}.lock", "a+")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as error:
-            handle.close()
-            if error.errno not in (errno.EAGAIN, errno.EACCES):
-                raise
-            raise RuntimeError(
-                f"Another saesteer job is writing {self.path}; wait for it or choose another --out."
-            ) from None
-        self._lock = handle
+        self._lock = writer_lock(self.path)
+        self._lock.__enter__()
         check_output(self.path, self.kind)  # again, now that no one else can change it
         self._recover()
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self._lock is not None:
-            fcntl.flock(self._lock, fcntl.LOCK_UN)
-            self._lock.close()
+            self._lock.__exit__(*exc)
             self._lock = None
 
     def _recover(self) -> None:

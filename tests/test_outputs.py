@@ -177,3 +177,14 @@ def test_cache_refuses_a_user_folder_named_like_its_partial(tmp_path, tiny_model
             tmp_path / "acts.h5", model, tokens, ["blocks.0.hook_resid_post"], progress=False
         )
     assert (partial / "thesis.tex").read_text() == "years of work"
+
+
+def test_a_second_cache_writer_fails_fast(tmp_path, capsys):
+    from saesteer.outputs import writer_lock
+
+    out = tmp_path / "acts.h5"
+    argv = ["cache", "--model", "tiny-test", "--hook", "blocks.0.hook_resid_post"]
+    with writer_lock(out):
+        assert main([*argv, "--tokens", "64", "--no-progress", "--out", str(out)]) == 2
+    assert "Another saesteer job is writing" in capsys.readouterr().err
+    assert not out.exists() and not (tmp_path / "acts.h5.partial").exists()

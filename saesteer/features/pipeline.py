@@ -17,7 +17,7 @@ from saesteer.features.config import FeaturesConfig
 from saesteer.features.dashboard import write_dashboard
 from saesteer.features.discovery import discover_features
 from saesteer.features.prompts import prompt_latents
-from saesteer.features.source import CachedActivations
+from saesteer.features.source import CachedActivations, check_cache_model
 from saesteer.features.sparse_cache import SparseLatentWriter
 
 SPARSE_FILE = "latents.h5"
@@ -49,6 +49,7 @@ def run_features(cfg: FeaturesConfig, progress: bool = True) -> Path:
             f"{model_name!r}; pass a cache made with the SAE's model (or --model to override)."
         )
     model, tokenizer = load_model(model_name, device=cfg.device)
+    check_cache_model(table.reader, model, model_name)  # same name, other weights: refused
     checksum = sae_checksum(sae)
     started = time.time()
     writer = SparseLatentWriter(

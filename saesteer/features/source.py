@@ -6,6 +6,9 @@ batch lies inside that batch.
 
     ArrayActivations(acts [n_tokens, d], tokens [n_ctx, L])      in memory (tests, notebooks)
     CachedActivations(path_or_reader, hook)                        the HDF5 activation cache
+
+`check_cache_model(reader, model)` refuses a cache whose recorded weights sha256 the model does not
+give (a same-named model with other weights, e.g. `tiny-test` of another seed).
 """
 
 from __future__ import annotations
@@ -130,3 +133,48 @@ class CachedActivations:
             "n_tokens": self.n_tokens,
             "tokens_sha256": attrs.get("tokens_sha256"),
         }
+
+
+def check_cache_model(reader: Any, model: Any, model_name: str = "") -> bool:
+    """ValueError when `model` (a HookedTransformer) is not the model the cache was made with;
+    returns whether the check could be made (False: nothing to compare, see below).
+
+    The cache records `model_weights_sha256` of the weights its forward ran
+    (`activations_cache.fingerprint`). It is recomputed here (~0.3 s per 300 MB) for caches written
+    by the TransformerLens backend from a model in the same dtype. Caches of the Hugging Face
+    backend (the default for residual hooks of the default model) hash the HF module's weights,
+    under other names and layouts: recomputing that needs the HF model, so it is not checked.
+    """
+    from activations_cache import TransformerLensSource
+
+    attrs = reader.attrs
+    recorded = attrs.get("model_weights_sha256")
+    if not recorded or attrs.get("backend") != TransformerLensSource.backend:
+        return False
+    if not hasattr(model, "hook_dict"):
+        return False
+    from saesteer.models import resolve_dtype
+
+    job = attrs.get("job_config") if isinstance(attrs.get("job_config"), dict) else {}
+    dtype = next(model.parameters()).dtype
+    try:
+        if resolve_dtype(job.get("model_dtype", dtype)) != dtype:
+            return False  # the hash covers the dtype: another dtype always differs
+    except ValueError:
+        return False
+    try:
+        actual = TransformerLensSource(model, list(reader.hooks)).weights_sha256()
+    except ValueError as error:
+        raise ValueError(
+            f"The cache {reader.path} holds hooks {reader.hooks} that the loaded model "
+            f"{model_name!r} does not have ({error}); pass the model the cache was made with."
+        ) from None
+    if actual != recorded:
+        seed = f" (the cache was made with --seed {job['seed']})" if "seed" in job else ""
+        raise ValueError(
+            f"The cache {reader.path} was made by a model with other weights than the loaded "
+            f"{model_name or 'model'!r}{seed}: it records weights sha256 {str(recorded)[:16]}…, "
+            f"the loaded model gives {actual[:16]}…. Rebuild the cache with this model "
+            "(`saesteer cache --model ...`), or load the model the cache was made with."
+        )
+    return True
