@@ -52,12 +52,13 @@ def cos2(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def diagnostics(model, tokenizer, sae, store: BenchStore, name: str, seeds: int, fit_saes) -> dict:
     """The module docstring's numbers for one behaviour, from the saved codes."""
+    from saesteer.hook_names import start_layer
     from saesteer.sae.io import load_sae
     from saesteer.steer.batching import tokenize_pairs
     from saesteer.steer.behaviours import behaviour, training_data
     from saesteer.steer.io import META_FILE, load_code
     from saesteer.steer.sparse_support import sparse_fit
-    from saesteer.steer.train import _cache_split, start_layer
+    from saesteer.steer.train import _cache_split
 
     def codes(method):
         folders = [store.code_dir(name, method, s) for s in range(seeds)]

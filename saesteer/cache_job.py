@@ -18,15 +18,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from saesteer.config import config_to_dict, option
+from saesteer.hook_names import hook_layer, is_resid_hook
 
-_RESID = re.compile(r"^blocks\.\d+\.hook_resid_(pre|post)$")
-_BLOCK = re.compile(r"^blocks\.(\d+)\.")
 # Options that do not change the bytes of the cache (excluded from the resume fingerprint).
 _NOT_FINGERPRINTED = ("resume", "progress", "out")
 
@@ -87,7 +85,7 @@ def choose_backend(config: CacheConfig) -> str:
                 "Use --backend transformer_lens."
             )
         return "hf"
-    if config.backend == "auto" and has_hf and all(_RESID.match(h) for h in config.hook):
+    if config.backend == "auto" and has_hf and all(is_resid_hook(h) for h in config.hook):
         return "hf"
     return "transformer_lens"
 
@@ -112,9 +110,10 @@ def load_for_cache(config: CacheConfig, backend: str, device: str) -> tuple[Any,
 
     if backend == "hf":
         return load_hf_model(config.model, device, config.model_dtype), load_tokenizer(config.model)
-    blocks = [int(m.group(1)) for h in config.hook if (m := _BLOCK.match(h))]
+    blocks = [layer for h in config.hook if (layer := hook_layer(h)) is not None]
     in_blocks = all(
-        _BLOCK.match(h) or h.startswith(("hook_embed", "hook_pos_embed")) for h in config.hook
+        hook_layer(h) is not None or h.startswith(("hook_embed", "hook_pos_embed"))
+        for h in config.hook
     )
     n_layers = max(blocks, default=0) + 1 if in_blocks else None
     return load_model(config.model, device, config.model_dtype, n_layers=n_layers, seed=config.seed)

@@ -28,7 +28,8 @@ from saesteer.audit import measure, metrics
 from saesteer.audit.config import AuditConfig
 from saesteer.audit.describe import describe_code
 from saesteer.config import config_to_dict
-from saesteer.steer.codes import LatentCode, SteeringCode, parse_hook_name
+from saesteer.hook_names import parse_hook_name, resid_post
+from saesteer.steer.codes import LatentCode, SteeringCode
 
 REPORT_JSON = "report.json"
 REPORT_HTML = "report.html"
@@ -73,7 +74,7 @@ def later_layer(code: SteeringCode, n_layers: int, requested: int, later_sae: An
             f"--later-layer {chosen} must lie after the steered hook {code.hook_name} "
             f"(blocks {start}..{n_layers - 1})."
         )
-    if later_sae is not None and later_sae.cfg.hook_name != f"blocks.{chosen}.hook_resid_post":
+    if later_sae is not None and later_sae.cfg.hook_name != resid_post(chosen):
         raise ValueError(
             f"The later SAE reads {later_sae.cfg.hook_name!r}, not blocks.{chosen}.hook_resid_post; "
             "pass the SAE of that layer or drop --later-layer."
@@ -193,7 +194,7 @@ class _Auditor:
                 metrics.latent_mean_deltas(self.z0, states["z"]), cfg.n_latents
             )
         if "hL" in states:
-            later = {"hook": f"blocks.{self.later}.hook_resid_post"}
+            later = {"hook": resid_post(self.later)}
             later.update(metrics.norm_change(self.hL0, states["hL"]))
             if "zL" in states:
                 later["top_latents"] = metrics.top_changes(

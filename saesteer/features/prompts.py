@@ -6,12 +6,12 @@ For prompt tokens p [T], x = h_hook(p) [T, d_in], z = sae.encode(x) [T, d_sae]; 
 
 from __future__ import annotations
 
-import re
 from typing import Any, NamedTuple
 
 import torch
 
 from saesteer.features.sparse_cache import token_topk
+from saesteer.hook_names import hook_layer
 
 
 class PromptLatents(NamedTuple):
@@ -21,12 +21,6 @@ class PromptLatents(NamedTuple):
     token_ids: list[int]
     latent_ids: list[list[int]]
     values: list[list[float]]
-
-
-def hook_layer(hook: str) -> int | None:
-    """The block a hook lives in (`blocks.5.hook_resid_post` → 5), or None (embeddings etc.)."""
-    found = re.match(r"blocks\.(\d+)\.", hook)
-    return int(found.group(1)) if found else None
 
 
 @torch.no_grad()

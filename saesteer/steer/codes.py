@@ -13,28 +13,16 @@ Codes are immutable: a trainer builds a new one from its learned tensor.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import torch
 
 import saesteer.kernels as kernels
+from saesteer.hook_names import parse_hook_name
 from saesteer.sae.io import sae_checksum
 from saesteer.steer.latent import latent_clamp
 
-HOOK_PATTERN = re.compile(r"^blocks\.(\d+)\.hook_resid_(pre|post)$")
 SUPPORT_RESTRICTED_ARCHS = ("relu", "jumprelu", "batchtopk")
-
-
-def parse_hook_name(hook_name: str) -> tuple[int, str]:
-    """``blocks.{l}.hook_resid_{pre|post}`` → (l, "pre" | "post"); other hooks are an error."""
-    match = HOOK_PATTERN.match(hook_name)
-    if match is None:
-        raise ValueError(
-            f"Steering hook {hook_name!r} is not supported; use a residual-stream hook "
-            "such as 'blocks.15.hook_resid_post' or 'blocks.15.hook_resid_pre'."
-        )
-    return int(match.group(1)), match.group(2)
 
 
 def check_support(support: torch.Tensor, d_sae: int) -> torch.Tensor:

@@ -26,7 +26,8 @@ from typing import Any
 
 import torch
 
-from saesteer.steer.codes import SteeringCode, parse_hook_name
+from saesteer.hook_names import parse_hook_name
+from saesteer.steer.codes import SteeringCode
 from saesteer.steer.io import check_model
 from saesteer.steer.options import POSITIONS
 

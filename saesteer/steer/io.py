@@ -26,10 +26,11 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
+from saesteer.hook_names import parse_hook_name
 from saesteer.paths import atomic_write_bytes
 from saesteer.sae.configs import ARCHITECTURES
 from saesteer.sae.io import sae_checksum
-from saesteer.steer.codes import DenseVector, LatentCode, SteeringCode, parse_hook_name
+from saesteer.steer.codes import DenseVector, LatentCode, SteeringCode
 
 FORMAT = "saesteer-steering-code/1"
 WEIGHTS_FILE = "code.safetensors"

@@ -66,6 +66,7 @@ from typing import Any
 
 import torch
 
+from saesteer.hook_names import resid_post, start_layer
 from saesteer.steer.batching import (
     TokenizedPairs,
     completion_logprobs,
@@ -73,7 +74,7 @@ from saesteer.steer.batching import (
     tokenize_pairs,
 )
 from saesteer.steer.checkpoint import SteerCheckpoints
-from saesteer.steer.codes import DenseVector, LatentCode, SteeringCode, parse_hook_name
+from saesteer.steer.codes import DenseVector, LatentCode, SteeringCode
 from saesteer.steer.config import TrainSteerConfig
 from saesteer.steer.latent import full_latent_steer
 from saesteer.steer.optimise import (
@@ -102,12 +103,6 @@ class TrainResult:
 
 
 RUN_ONLY = ("out", "progress", "resume")  # options that do not change the code
-
-
-def start_layer(hook_name: str) -> int:
-    """The block whose input is the hooked residual: l for resid_pre, l + 1 for resid_post."""
-    layer, where = parse_hook_name(hook_name)
-    return layer if where == "pre" else layer + 1
 
 
 @dataclass
@@ -222,7 +217,7 @@ def fit_steering(
     hook_name = (
         config.hook_name
         or (sae.cfg.hook_name if sae is not None else None)
-        or (f"blocks.{model.cfg.n_layers // 2}.hook_resid_post")
+        or resid_post(model.cfg.n_layers // 2)
     )
     if (
         sae is not None
