@@ -30,11 +30,6 @@ def option(default: Any = _MISSING, help: str = "", **kwargs: Any) -> Any:
     return dataclasses.field(default=default, metadata={"help": help, **kwargs})
 
 
-def field_help(cls: type, name: str) -> str:
-    """The help text of one field of a config dataclass."""
-    return next(f.metadata.get("help", "") for f in dataclasses.fields(cls) if f.name == name)
-
-
 def _base_type(annotation: Any) -> tuple[type, bool]:
     """(scalar type, is_list) for annotations like `int`, `str | None`, `list[str]`."""
     origin = typing.get_origin(annotation)

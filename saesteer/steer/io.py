@@ -175,7 +175,8 @@ def read_code_tensors(path: str | os.PathLike, names: tuple[str, ...]) -> dict[s
 
 
 def load_code(path: str | os.PathLike, sae=None) -> SteeringCode:
-    """Load a code folder; a latent code is checked against `sae` when given (needed for TopK).
+    """Load a code folder; a latent code is checked against `sae` when given (the code stores
+    the encoder and decoder slices it needs, so no SAE is required).
 
     A damaged folder raises `CodeFormatError` (or `FileNotFoundError` for a missing file) naming the
     file; see the module docstring.

@@ -28,5 +28,5 @@ def add_steering_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--sae",
         metavar="DIR",
-        help="the code's SAE folder (needed for TopK SAEs; checked against the code)",
+        help="the code's SAE folder (optional: the code stores what it needs; checked against it)",
     )
