@@ -47,7 +47,13 @@ def _row(result, method: str, alpha: float) -> dict:
 
 def test_outputs_and_the_grid(bench):
     root = bench.results.parent
-    for name in ("results.json", "report.html", "pareto_sentiment.png", "strength_sentiment.png"):
+    for name in (
+        "results.json",
+        "report.html",
+        "leaderboard.md",
+        "pareto_sentiment.png",
+        "strength_sentiment.png",
+    ):
         assert (root / name).stat().st_size > 0
     report = json.loads(bench.results.read_text())
     assert bench.failures == [] and report["failures"] == []

@@ -163,6 +163,48 @@ interval of the difference to the leader contains 0. Wall time {seconds["wall"]:
 """
 
 
+def markdown(report: dict[str, Any]) -> str:
+    """The leaderboards as Markdown tables (leaderboard.md), one row per method at its best α."""
+    budget = report["config"]["budget"]
+    lines = []
+    for name, entry in report["behaviours"].items():
+        base = entry["unsteered"]
+        lines += [
+            f"**{name}** (budget ppl {fmt(entry['limit_ppl'])} = {budget:g}× unsteered; "
+            f"{len(entry['prompts'])} prompts)",
+            "",
+            "| method | best α | success [95 % CI] | ppl | KL | H | side | MC acc. | Brown ppl "
+            "| success@budget | vs leader |",
+            "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|",
+            f"| unsteered | | {fmt(base['success_rate'])} | {fmt(base['ppl'])} | | | "
+            f"| {fmt(base.get('mc_accuracy'))} | {fmt(base.get('brown_ppl'))} | | |",
+        ]
+        for method, data in entry["methods"].items():
+            best = data["best"]
+            reached = "" if data["success_at_budget_reached"] else "≥ "
+            if best is None:
+                lines.append(
+                    f"| {method} | none within budget | | | | | | | | {reached}{fmt(data['success_at_budget'])} | |"
+                )
+                continue
+            if method == entry["leader"]:
+                versus = "leader"
+            else:
+                lo, hi = data["vs_leader"]
+                versus = (
+                    "worse" if data["distinguishable"] else "not distinguishable"
+                ) + f" [{fmt(lo)}, {fmt(hi)}]"
+            alphas = "/".join(fmt(a) for a in data["best_alpha"])
+            lines.append(
+                f"| {method} | {alphas} | {fmt(best['success_rate'])} [{fmt(best['ci'][0])}, "
+                f"{fmt(best['ci'][1])}] | {fmt(best['ppl'])} | {fmt(best['kl'])} | "
+                f"{fmt(best['combined'])} | {fmt(best['side'])} | {fmt(best['mc_accuracy'])} | "
+                f"{fmt(best['brown_ppl'])} | {reached}{fmt(data['success_at_budget'])} | {versus} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
 def write_report(report: dict[str, Any], out: Path) -> Path:
     """Draw the PNGs and write report.html into `out`; returns the page's path."""
     from saesteer.paths import atomic_write_bytes
@@ -172,6 +214,7 @@ def write_report(report: dict[str, Any], out: Path) -> Path:
         plot.pareto(name, entry, out / f"pareto_{name}.png")
         plot.strength(name, entry, out / f"strength_{name}.png")
         images[name] = (f"pareto_{name}.png", f"strength_{name}.png")
+    atomic_write_bytes(out / "leaderboard.md", markdown(report).encode())
     page = out / "report.html"
     atomic_write_bytes(page, render_html(report, images).encode())
     return page
