@@ -17,7 +17,6 @@ the same contexts, computes its share of the shards, and rank 0 merges them into
 from __future__ import annotations
 
 import contextlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,20 +89,6 @@ def choose_backend(config: CacheConfig) -> str:
     return "transformer_lens"
 
 
-def _init_distributed(device: str) -> tuple[str, bool]:
-    """Join the torchrun process group if WORLD_SIZE > 1; returns (device, whether we initialised)."""
-    import torch
-
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or torch.distributed.is_initialized():
-        return device, False
-    cuda = device.startswith("cuda")
-    if cuda:
-        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
-        torch.cuda.set_device(device)
-    torch.distributed.init_process_group(backend="nccl" if cuda else "gloo")
-    return device, True
-
-
 def load_for_cache(config: CacheConfig, backend: str, device: str) -> tuple[Any, Any]:
     """(model, tokenizer): the HF model for 'hf', else a HookedTransformer with only needed blocks."""
     from saesteer.models import load_hf_model, load_model, load_tokenizer
@@ -124,27 +109,20 @@ def run_cache(config: CacheConfig) -> Path:
 
     The main process holds `saesteer.outputs.writer_lock` on the output for the whole job: a
     second `saesteer cache` on the same --out fails at once instead of mixing shards."""
+    from saesteer.distributed import setup_distributed
     from saesteer.outputs import writer_lock
 
     if config.tokens < 1:
         raise ValueError(f"--tokens must be ≥ 1 (got {config.tokens}); nothing would be cached.")
-    device, initialised = _init_distributed(config.device)
-    main_process = not initialised or torch_rank() == 0
+    ctx = setup_distributed(config.device)
     try:
-        with writer_lock(config.out) if main_process else contextlib.nullcontext():
-            return _write(config, device)
+        with writer_lock(config.out) if ctx.main else contextlib.nullcontext():
+            return _write(config, str(ctx.device))
     finally:
-        if initialised:
+        if ctx.initialised:
             import torch
 
             torch.distributed.destroy_process_group()
-
-
-def torch_rank() -> int:
-    """This process's rank in the initialised process group."""
-    import torch
-
-    return torch.distributed.get_rank()
 
 
 def _write(config: CacheConfig, device) -> Path:

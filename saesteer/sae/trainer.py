@@ -18,7 +18,6 @@ import contextlib
 import copy
 import dataclasses
 import math
-import os
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ import torch
 import torch.distributed as dist
 
 from saesteer.config import config_to_dict
+from saesteer.distributed import Dist, setup_distributed
 from saesteer.outputs import Output
 from saesteer.sae.checkpoint import (
     checkpoint_files,
@@ -86,30 +86,6 @@ class TrainResult:
     sae: SAE
     path: Path
     metrics: dict[str, float]
-
-
-@dataclass
-class Dist:
-    rank: int = 0
-    world: int = 1
-    device: torch.device = dataclasses.field(default_factory=lambda: torch.device("cpu"))
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def setup_distributed(device: str) -> Dist:
-    """Join the torchrun process group when WORLD_SIZE > 1 (gloo on CPU, nccl on CUDA)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return Dist(device=torch.device(device))
-    backend = "nccl" if device.startswith("cuda") else "gloo"
-    if not dist.is_initialized():
-        dist.init_process_group(backend)
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    dev = torch.device(f"cuda:{local}") if device.startswith("cuda") else torch.device("cpu")
-    return Dist(rank=dist.get_rank(), world=dist.get_world_size(), device=dev)
 
 
 def lr_factor(step: int, total: int, warmup: int, decay_fraction: float) -> float:
