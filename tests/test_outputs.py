@@ -188,3 +188,17 @@ def test_a_second_cache_writer_fails_fast(tmp_path, capsys):
         assert main([*argv, "--tokens", "64", "--no-progress", "--out", str(out)]) == 2
     assert "Another saesteer job is writing" in capsys.readouterr().err
     assert not out.exists() and not (tmp_path / "acts.h5.partial").exists()
+
+
+def test_features_refuses_a_folder_holding_the_user_s_config_json(tmp_path, capsys):
+    """Defect 5: `features --out` overwrote a user's config.json."""
+    from test_steer_codes import make_sae
+
+    from saesteer.sae.io import save_sae
+
+    sae_dir = save_sae(make_sae("relu"), tmp_path / "sae")
+    folder = _user_folder(tmp_path / "mine", "config.json")
+    argv = ["features", "--sae", str(sae_dir), "--cache", str(tmp_path / "none.h5")]
+    assert main([*argv, "--out", str(folder)]) == 2
+    assert "saesteer did not write" in capsys.readouterr().err
+    assert (folder / "config.json").read_text() == "{}"

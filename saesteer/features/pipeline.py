@@ -19,6 +19,7 @@ from saesteer.features.discovery import discover_features
 from saesteer.features.prompts import prompt_latents
 from saesteer.features.source import CachedActivations, check_cache_model
 from saesteer.features.sparse_cache import SparseLatentWriter
+from saesteer.outputs import Output
 
 SPARSE_FILE = "latents.h5"
 N_PROMPT_LATENTS = 8
@@ -26,8 +27,7 @@ N_PROMPT_LATENTS = 8
 
 def run_features(cfg: FeaturesConfig, progress: bool = True) -> Path:
     """Run a discovery job (module docstring); returns the output folder."""
-    from saesteer.models import MODEL_ALIASES, load_model
-    from saesteer.sae.io import library_versions, load_sae, output_beside_sae, sae_checksum
+    from saesteer.sae.io import load_sae, output_beside_sae
 
     if not cfg.sae or not cfg.cache:
         raise ValueError("Feature discovery needs --sae DIR and --cache PATH.")
@@ -38,7 +38,17 @@ def run_features(cfg: FeaturesConfig, progress: bool = True) -> Path:
         raise ValueError(
             f"The SAE in {cfg.sae} does not record its model or hook; pass --model and --hook."
         )
-    out = output_beside_sae(cfg.sae, cfg.out, "features")
+    output = Output(output_beside_sae(cfg.sae, cfg.out, "features"), "features")
+    with output:  # a foreign --out (e.g. one holding your config.json) is refused before any work
+        return _discover(cfg, sae, model_name, hook, output.in_place(), progress)
+
+
+def _discover(
+    cfg: FeaturesConfig, sae, model_name: str, hook: str, out: Path, progress: bool
+) -> Path:
+    from saesteer.models import MODEL_ALIASES, load_model
+    from saesteer.sae.io import library_versions, sae_checksum
+
     table = CachedActivations(cfg.cache, hook, cfg.max_tokens)
     cached_model = str(table.reader.attrs.get("model_name") or "")
     if cached_model and MODEL_ALIASES.get(cached_model, cached_model) != MODEL_ALIASES.get(

@@ -261,6 +261,13 @@ def _train(cfg: TrainSAEConfig, source, step_callback, ctx: Dist, out: Path) -> 
 
 
 def _check_resumable(state: dict[str, Any], cfg: TrainSAEConfig, sae_cfg: SAEConfig) -> None:
+    needed = ("sae_cfg", "config", "module", "optimizer", "scheduler", "step", "trainer", "rng")
+    missing = [k for k in needed if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise ValueError(
+            f"Cannot resume from {cfg.out}: its newest checkpoint lacks {', '.join(missing)} (not "
+            "a saesteer train-sae checkpoint, or damaged); delete checkpoints/ to start over."
+        )
     saved = state["sae_cfg"]
     for name in ("d_in", "d_sae", "arch", "k"):
         if saved[name] != getattr(sae_cfg, name):
