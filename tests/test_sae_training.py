@@ -266,3 +266,16 @@ def test_a_pickle_planted_in_checkpoints_is_refused_not_executed(tmp_path: Path)
     with pytest.raises(RuntimeError, match="No readable checkpoint"):
         load_latest_checkpoint(tmp_path / "sae")
     assert not marker.exists()
+
+
+def test_loss_settings_are_the_config_s_options_with_the_same_defaults() -> None:
+    import dataclasses
+
+    from saesteer.sae.configs import TrainSAEConfig
+    from saesteer.sae.training import LossSettings
+
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainSAEConfig)}
+    for f in dataclasses.fields(LossSettings):
+        assert defaults[f.name] == f.default, f.name  # one default, not two that drift
+    config = TrainSAEConfig(out="x", cache="c.h5", l1_coefficient=3.0, aux_k=7)
+    assert config.loss_settings() == LossSettings(l1_coefficient=3.0, aux_k=7)

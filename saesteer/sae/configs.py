@@ -134,19 +134,13 @@ class TrainSAEConfig:
         check_fraction(self, "threshold_lr", low_open=True)
 
     def loss_settings(self) -> Any:
-        """The `training.LossSettings` of this run."""
+        """The `training.LossSettings` of this run: its fields, read from the same-named options."""
+        import dataclasses
+
         from saesteer.sae.training import LossSettings
 
-        return LossSettings(
-            l1_coefficient=self.l1_coefficient,
-            l0_coefficient=self.l0_coefficient,
-            jumprelu_bandwidth=self.jumprelu_bandwidth,
-            jumprelu_init_threshold=self.jumprelu_init_threshold,
-            aux_coefficient=self.aux_coefficient,
-            aux_k=self.aux_k,
-            threshold_lr=self.threshold_lr,
-            sparse=self.sparse,
-        )
+        names = [f.name for f in dataclasses.fields(LossSettings)]
+        return LossSettings(**{name: getattr(self, name) for name in names})
 
     def width(self, d_in: int) -> int:
         return self.d_sae or self.expansion * d_in

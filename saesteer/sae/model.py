@@ -32,6 +32,15 @@ from torch import nn
 from saesteer.sae.configs import ARCHITECTURES
 
 
+def topk_relu(pre: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """TopK's activation, written once: each row's k largest pre-activations, relu'd.
+
+    pre [.., d_sae] → (values [.., k] ≥ 0, indices [.., k]) in no particular order.
+    """
+    top, indices = pre.topk(k, dim=-1, sorted=False)
+    return torch.relu(top), indices
+
+
 @dataclass
 class SAEConfig:
     """Shape and activation of an SAE, plus where it was trained (for checks and interop)."""
@@ -84,8 +93,8 @@ class SAE(nn.Module):
             return torch.relu(pre)
         if arch in ("jumprelu", "batchtopk"):
             return torch.relu(pre) * (pre > self.threshold)
-        values, indices = pre.topk(self.cfg.k, dim=-1)
-        return torch.zeros_like(pre).scatter(-1, indices, torch.relu(values))
+        values, indices = topk_relu(pre, self.cfg.k)
+        return torch.zeros_like(pre).scatter(-1, indices, values)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """z = act((x − b_dec) · W_enc + b_enc), [.., d_sae]."""

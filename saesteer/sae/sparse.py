@@ -24,6 +24,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from saesteer.sae.model import topk_relu
+
 
 class TopKOutput(NamedTuple):
     """Result of a TopK encode + decode on a batch: shapes in the field comments."""
@@ -157,8 +159,7 @@ class _SparseTopKEncode(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x_c, W_enc, b_enc, k):
         pre = torch.addmm(b_enc, x_c, W_enc)
-        top, idx = pre.topk(k, dim=-1, sorted=False)
-        vals = torch.relu(top)
+        vals, idx = topk_relu(pre, k)
         layout = row_layout(idx, W_enc.shape[1])
         ctx.save_for_backward(x_c, W_enc, vals, idx, *layout)
         ctx.mark_non_differentiable(idx, pre, *layout)
@@ -192,8 +193,7 @@ def dense_topk_autoencode(
 ) -> TopKOutput:
     """Reference: the same as `sparse_topk_autoencode` with a dense z [B, d_sae] and z·W_dec."""
     pre = x_centered @ W_enc + b_enc
-    top_vals, idx = pre.topk(k, dim=-1, sorted=False)
-    vals = torch.relu(top_vals)
+    vals, idx = topk_relu(pre, k)
     z = torch.zeros_like(pre).scatter(-1, idx, vals)
     return TopKOutput(z @ W_dec, vals, idx, pre)
 
