@@ -16,8 +16,8 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from helpers import one_thread  # noqa: F401  (autouse: one torch thread)
 from safetensors.torch import load_file, save_file
-from test_sae_helpers import one_thread  # noqa: F401  (autouse: one torch thread)
 
 from activations_cache import CorruptCacheError, open_cache, write_cache
 from saesteer.cli import main

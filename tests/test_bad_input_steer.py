@@ -7,8 +7,9 @@ import math
 
 import pytest
 import torch
+from helpers import STEER_HOOK as HOOK
+from helpers import make_sae, sparse_code
 from safetensors.torch import load_file, save_file
-from test_steer_codes import HOOK, make_sae, sparse_code
 
 from saesteer.audit.config import AuditConfig
 from saesteer.cli import main

@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 from browser import Browser, chromium_path
-from test_features_discovery import CTX_LEN, HOOK, N_CTX, cache_path, dense, make_sae
+from helpers import features_sae
+from test_features_discovery import CTX_LEN, HOOK, N_CTX, cache_path, dense
 
 from saesteer.cli import main
 from saesteer.features import FeatureStats, SparseLatentCache
@@ -23,7 +24,7 @@ PROMPTS = [ATTACK, "The model said hello"]
 def site(cache_path, tmp_path_factory):
     """Run the CLI on a saved random SAE; returns (output folder, FeatureStats)."""
     sae_dir = tmp_path_factory.mktemp("sae") / "sae"
-    save_sae(make_sae(), sae_dir)
+    save_sae(features_sae(), sae_dir)
     args = [
         "features",
         "--sae",
@@ -56,7 +57,7 @@ def site(cache_path, tmp_path_factory):
 
 def test_cli_writes_stats_sparse_cache_config_and_dashboard(site, dense):
     out, stats = site
-    z = make_sae().encode(dense[0])
+    z = features_sae().encode(dense[0])
     np.testing.assert_array_equal(stats.fire_count, (z > 0).sum(0).numpy())
     assert stats.meta["sae"]["arch"] == "relu" and stats.meta["config"]["n_top"] == 5
     assert json.loads((out / "config.json").read_text())["sparse_k"] == 6
@@ -182,7 +183,7 @@ def test_feature_page_shows_contexts_logit_lens_and_keeps_a_label(page, site, ti
 def test_prompt_page_lists_latents_per_token_and_escapes_text(page, site, tiny_model, tmp_path):
     from saesteer.features.prompts import prompt_latents
 
-    expected = prompt_latents(tiny_model[0], make_sae(), HOOK, PROMPTS, 8)[0]
+    expected = prompt_latents(tiny_model[0], features_sae(), HOOK, PROMPTS, 8)[0]
     page.evaluate("location.hash = '#/prompt/0'")
     page.wait_for("document.querySelectorAll('#prompt-table tbody tr').length > 0")
     table = page.evaluate(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import features_sae
 
 from activations_cache import open_cache, write_cache
 from saesteer.features.config import FeaturesConfig
@@ -12,7 +13,6 @@ from saesteer.features.discovery import FeatureStats, discover_features, hist_ed
 from saesteer.features.source import ArrayActivations, CachedActivations
 from saesteer.features.sparse_cache import SparseLatentCache, SparseLatentWriter
 from saesteer.features.topk import StreamingTopK, segment_topk
-from saesteer.sae import SAE, SAEConfig
 
 HOOK = "blocks.1.hook_resid_post"
 N_CTX, CTX_LEN, D_SAE = 8, 16, 48
@@ -26,17 +26,6 @@ SMALL = FeaturesConfig(
     sparse_k=6,
     batch_contexts=3,
 )
-
-
-def make_sae(arch: str = "relu", k: int | None = None, seed: int = 0) -> SAE:
-    """A random SAE on the tiny model's residual (b_enc < 0 so that latents fire sparsely)."""
-    torch.manual_seed(seed)
-    sae = SAE(
-        SAEConfig(d_in=64, d_sae=D_SAE, arch=arch, k=k, model_name="tiny-test", hook_name=HOOK)
-    )
-    with torch.no_grad():
-        sae.b_enc.fill_(-0.5)
-    return sae.requires_grad_(False)
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +89,7 @@ def test_segment_topk_equals_a_dense_topk_per_group():
 
 @pytest.fixture(scope="module")
 def stats(tiny_model, cache_path, tmp_path_factory) -> tuple[FeatureStats, SparseLatentCache]:
-    sae = make_sae()
+    sae = features_sae()
     table = CachedActivations(cache_path, HOOK)
     sparse_path = tmp_path_factory.mktemp("sparse") / "latents.h5"
     writer = SparseLatentWriter(
@@ -114,7 +103,7 @@ def stats(tiny_model, cache_path, tmp_path_factory) -> tuple[FeatureStats, Spars
 def test_densities_histogram_and_top_examples_match_brute_force(stats, dense):
     result, _ = stats
     acts, tokens = dense
-    z = make_sae().encode(acts)  # [n_tokens, d_sae]
+    z = features_sae().encode(acts)  # [n_tokens, d_sae]
     assert result.n_tokens == N_CTX * CTX_LEN and result.d_sae == D_SAE
     np.testing.assert_array_equal(result.fire_count, (z > 0).sum(0).numpy())
     np.testing.assert_allclose(result.density, (z > 0).float().mean(0).numpy(), rtol=1e-6)
@@ -143,7 +132,7 @@ def test_densities_histogram_and_top_examples_match_brute_force(stats, dense):
 def test_quantile_samples_are_real_firings_in_descending_order(stats, dense):
     result, _ = stats
     acts, tokens = dense
-    z = make_sae().encode(acts)
+    z = features_sae().encode(acts)
     for i in range(D_SAE):
         n_fired = int((z[:, i] > 0).sum())
         valid = result.sample_tokens[i] >= 0
@@ -162,7 +151,7 @@ def test_quantile_samples_are_real_firings_in_descending_order(stats, dense):
 
 def test_cofiring_counts_match_brute_force(stats, dense):
     result, _ = stats
-    z = make_sae().encode(dense[0])
+    z = features_sae().encode(dense[0])
     values, indices = z.topk(SMALL.sparse_k, dim=1)
     strongest = [set(indices[t][values[t] > 0].tolist()) for t in range(len(z))]
     for i in range(D_SAE):
@@ -183,7 +172,7 @@ def test_cofiring_counts_match_brute_force(stats, dense):
 def test_logit_lens_matches_the_models_own_unembedding(stats, tiny_model):
     result, _ = stats
     model = tiny_model[0]
-    W_dec = make_sae().W_dec.detach()
+    W_dec = features_sae().W_dec.detach()
     with torch.no_grad():
         logits = model.unembed(model.ln_final(W_dec[None]))[0]  # [d_sae, d_vocab]
     rms = W_dec.pow(2).mean(-1, keepdim=True).add(model.cfg.eps).sqrt()
@@ -202,7 +191,7 @@ def test_in_memory_table_gives_the_same_stats_and_save_load_round_trips(
     result, _ = stats
     acts, tokens = dense
     table = ArrayActivations(acts, tokens.reshape(N_CTX, CTX_LEN), hook=HOOK)
-    again = discover_features(make_sae(), table, tiny_model[0], SMALL)
+    again = discover_features(features_sae(), table, tiny_model[0], SMALL)
     for name in ("fire_count", "top_tokens", "top_window_tokens", "sample_tokens", "cofire_ids"):
         np.testing.assert_array_equal(getattr(again, name), getattr(result, name), err_msg=name)
     loaded = FeatureStats.load(result.save(tmp_path))
@@ -213,7 +202,7 @@ def test_in_memory_table_gives_the_same_stats_and_save_load_round_trips(
 
 def test_sparse_latent_cache_matches_encoding(stats, dense):
     _, sparse = stats
-    z = make_sae().encode(dense[0])
+    z = features_sae().encode(dense[0])
     np.testing.assert_array_equal(sparse.tokens, dense[1])
     for t in range(0, len(z), 7):
         indices, values = sparse.rows([t])
@@ -225,7 +214,7 @@ def test_sparse_latent_cache_matches_encoding(stats, dense):
 
 
 def test_where_fires_is_exact_for_a_topk_sae(tiny_model, dense, tmp_path):
-    sae = make_sae("topk", k=SMALL.sparse_k, seed=1)
+    sae = features_sae("topk", k=SMALL.sparse_k, seed=1)
     acts, tokens = dense
     table = ArrayActivations(acts, tokens.reshape(N_CTX, CTX_LEN), hook=HOOK)
     writer = SparseLatentWriter(
@@ -261,7 +250,7 @@ def test_a_cache_of_another_model_is_refused(tiny_model, tmp_path):
         attrs={"model_name": "smollm2-135m-instruct"},
         progress=False,
     )
-    sae_dir = save_sae(make_sae(), tmp_path / "sae")
+    sae_dir = save_sae(features_sae(), tmp_path / "sae")
     config = FeaturesConfig(sae=str(sae_dir), cache=str(other), out=str(tmp_path / "f"))
     with pytest.raises(ValueError, match="holds activations of 'smollm2-135m-instruct'"):
         run_features(config)

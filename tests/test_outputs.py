@@ -192,7 +192,7 @@ def test_a_second_cache_writer_fails_fast(tmp_path, capsys):
 
 def test_features_refuses_a_folder_holding_the_user_s_config_json(tmp_path, capsys):
     """Defect 5: `features --out` overwrote a user's config.json."""
-    from test_steer_codes import make_sae
+    from helpers import make_sae
 
     from saesteer.sae.io import save_sae
 

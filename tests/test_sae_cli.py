@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
-from test_sae_helpers import (
+from helpers import (
     one_thread,  # noqa: F401  (autouse: one torch thread)
     quick_config,
     sparse_data,
 )
+from safetensors.torch import load_file, save_file
 
 from saesteer.sae.checkpoint import checkpoint_files
 from saesteer.sae.data import TensorSource

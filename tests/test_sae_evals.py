@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_sae_helpers import (
+from helpers import (
     HOOK,
     one_thread,  # noqa: F401  (autouse: one torch thread)
     quick_config,

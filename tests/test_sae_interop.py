@@ -6,11 +6,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_sae_helpers import one_thread  # noqa: F401  (autouse: one torch thread)
+from helpers import (
+    interop_sae,
+    one_thread,  # noqa: F401  (autouse: one torch thread)
+)
 
 from saesteer.sae.interop import from_saelens, to_saelens
 from saesteer.sae.io import load_sae, save_sae
-from saesteer.sae.model import SAE, SAEConfig
+from saesteer.sae.model import SAE
 
 ARCHS = ["relu", "topk", "batchtopk", "jumprelu"]
 
@@ -18,25 +21,6 @@ ARCHS = ["relu", "topk", "batchtopk", "jumprelu"]
 @pytest.fixture(scope="module")
 def sae_lens():
     return pytest.importorskip("sae_lens")
-
-
-def _random_sae(arch: str, seed: int = 0) -> SAE:
-    torch.manual_seed(seed)
-    sae = SAE(
-        SAEConfig(
-            d_in=24,
-            d_sae=64,
-            arch=arch,
-            k=6 if arch in ("topk", "batchtopk") else None,
-            model_name="tiny-test",
-            hook_name="blocks.1.hook_resid_post",
-        )
-    )
-    with torch.no_grad():
-        sae.b_enc.normal_(0, 0.2)
-        sae.b_dec.normal_(0, 0.5)
-        sae.threshold.uniform_(0.0, 0.4)
-    return sae
 
 
 def _same(ours: SAE, theirs, x: torch.Tensor) -> None:
@@ -49,7 +33,7 @@ def _same(ours: SAE, theirs, x: torch.Tensor) -> None:
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_saesteer_folder_loads_in_sae_lens(arch: str, sae_lens, tmp_path: Path) -> None:
-    sae = _random_sae(arch)
+    sae = interop_sae(arch)
     save_sae(sae, tmp_path / arch, log10_density=torch.full((64,), -2.0))
     theirs = sae_lens.SAE.load_from_disk(tmp_path / arch)
     expected = {"relu": "standard", "topk": "topk", "batchtopk": "jumprelu", "jumprelu": "jumprelu"}
@@ -63,7 +47,7 @@ def test_saesteer_folder_loads_in_sae_lens(arch: str, sae_lens, tmp_path: Path) 
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_sae_lens_folder_and_object_load_in_saesteer(arch: str, sae_lens, tmp_path: Path) -> None:
-    theirs = to_saelens(_random_sae(arch, seed=3))
+    theirs = to_saelens(interop_sae(arch, seed=3))
     theirs.save_model(tmp_path / arch)
     x = torch.randn(50, 24)
     from_folder = load_sae(tmp_path / arch)

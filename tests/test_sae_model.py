@@ -6,7 +6,7 @@ import os
 
 import pytest
 import torch
-from test_sae_helpers import (
+from helpers import (
     one_thread,  # noqa: F401  (autouse: one torch thread)
     sparse_data,
 )

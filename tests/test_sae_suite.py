@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_sae_helpers import HOOK, one_thread, tiny_tokens  # noqa: F401  (autouse: one thread)
-from test_sae_interop import _random_sae
+from helpers import HOOK, interop_sae, one_thread, tiny_tokens  # noqa: F401  (autouse: one thread)
 
 import saesteer.sae.suite as suite
 from saesteer.sae.evals import EVAL_FILE, evaluate_spliced
@@ -19,7 +18,7 @@ from saesteer.sae.model import SAE, SAEConfig
 
 
 def test_export_round_trip_and_verified_loading(tmp_path: Path, monkeypatch) -> None:
-    sae = _random_sae("topk")
+    sae = interop_sae("topk")
     save_sae(sae, tmp_path / "trained", log10_density=torch.full((64,), -2.0))
     (tmp_path / "trained" / EVAL_FILE).write_text(json.dumps({"explained_variance": 0.5}))
     shipped = tmp_path / "shipped"

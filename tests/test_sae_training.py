@@ -9,7 +9,7 @@ from pathlib import Path
 import h5py
 import pytest
 import torch
-from test_sae_helpers import (
+from helpers import (
     HOOK,
     one_thread,  # noqa: F401  (autouse: one torch thread)
     quick_config,
@@ -65,7 +65,7 @@ def test_each_architecture_reaches_stated_explained_variance(
 
 
 def test_on_the_fly_training_from_model_matches_cache_widths(tiny_model, tmp_path: Path) -> None:
-    from test_sae_helpers import tiny_tokens
+    from helpers import tiny_tokens
 
     from saesteer.sae.data import ModelSource
 
@@ -76,7 +76,7 @@ def test_on_the_fly_training_from_model_matches_cache_widths(tiny_model, tmp_pat
 
 def test_skip_positions_leaves_out_the_first_token_of_every_context(tiny_model, cache) -> None:
     """--skip-positions 1 (the attention sink) from a cache and on the fly; in-memory data refuses it."""
-    from test_sae_helpers import tiny_tokens
+    from helpers import tiny_tokens
 
     from activations_cache import open_cache
     from saesteer.sae.cache_source import CacheSource

@@ -4,38 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import make_sae, sparse_code
 
-from saesteer.sae import SAE, SAEConfig
 from saesteer.steer.codes import DenseVector, LatentCode, feature_code
 from saesteer.steer.io import CodeMismatchError, check_model, load_code, save_code
 
 HOOK = "blocks.0.hook_resid_post"
-
-
-def make_sae(arch: str = "relu", seed: int = 0, hook: str = HOOK) -> SAE:
-    torch.manual_seed(seed)
-    sae = SAE(
-        SAEConfig(
-            d_in=64,
-            d_sae=256,
-            arch=arch,
-            k=16 if arch == "topk" else None,
-            hook_name=hook,
-            model_name="tiny-test",
-        )
-    )
-    with torch.no_grad():
-        sae.b_enc.normal_(0, 0.1)
-        sae.b_dec.normal_(0, 0.1)
-        sae.threshold.uniform_(0.0, 0.3) if arch == "jumprelu" else None
-    return sae
-
-
-def sparse_code(seed: int = 1, s: int = 12) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    v = torch.zeros(256)
-    v[torch.randperm(256, generator=g)[:s]] = torch.randn(s, generator=g) * 2
-    return v
 
 
 @pytest.mark.parametrize("arch", ["relu", "jumprelu", "topk"])

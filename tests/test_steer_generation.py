@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_steer_codes import make_sae, sparse_code
+from helpers import make_sae, sparse_code
 
 from saesteer.steer.codes import DenseVector, LatentCode
 from saesteer.steer.generate import batch_prompt_ids, generate_ids_steered, generate_steered

@@ -91,8 +91,7 @@ def test_a_run_cut_between_phases_resumes_to_the_same_code(tiny_model, tmp_path)
     """YaPO refit has two phases (dense, then the refit on the chosen support): a kill after the
     dense phase resumes without rerunning it, and the support chosen from the restored v is the
     same, so the code is the same bytes."""
-    from test_steer_codes import make_sae
-    from test_steer_train import synthetic_pairs
+    from helpers import make_sae, synthetic_pairs
 
     from saesteer.steer.checkpoint import SteerCheckpoints
     from saesteer.steer.config import TrainSteerConfig

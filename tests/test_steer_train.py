@@ -2,43 +2,15 @@
 
 from __future__ import annotations
 
-import random
-
 import pytest
-from test_steer_codes import make_sae
+from helpers import make_sae, synthetic_pairs
 
 from saesteer.cli import main
 from saesteer.steer.codes import DenseVector, LatentCode
 from saesteer.steer.config import TrainSteerConfig
 from saesteer.steer.io import load_code
-from saesteer.steer.pairs import PreferencePair, write_pairs
+from saesteer.steer.pairs import write_pairs
 from saesteer.steer.train import fit_steering
-
-WORDS = [
-    "river",
-    "stone",
-    "cloud",
-    "lamp",
-    "garden",
-    "window",
-    "music",
-    "paper",
-    "forest",
-    "bridge",
-    "candle",
-    "winter",
-    "road",
-]
-
-
-def synthetic_pairs(n: int, seed: int) -> list[PreferencePair]:
-    """Prefer completions ending in ' yes' over the same text ending in ' no'."""
-    rng = random.Random(seed)
-    out = []
-    for _ in range(n):
-        prompt, middle = " ".join(rng.sample(WORDS, 4)), " " + " ".join(rng.sample(WORDS, 2))
-        out.append(PreferencePair(prompt, middle + " yes", middle + " no"))
-    return out
 
 
 def test_yapo_learns_a_synthetic_preference(tiny_model):

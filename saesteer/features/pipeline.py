@@ -40,12 +40,13 @@ def run_features(cfg: FeaturesConfig, progress: bool = True) -> Path:
         )
     output = Output(output_beside_sae(cfg.sae, cfg.out, "features"), "features")
     with output:  # a foreign --out (e.g. one holding your config.json) is refused before any work
-        return _discover(cfg, sae, model_name, hook, output.in_place(), progress)
+        return _discover(cfg, sae, model_name, hook, output, progress)
 
 
 def _discover(
-    cfg: FeaturesConfig, sae, model_name: str, hook: str, out: Path, progress: bool
+    cfg: FeaturesConfig, sae, model_name: str, hook: str, output: Output, progress: bool
 ) -> Path:
+    """The discovery itself; the folder is created only once the inputs passed their checks."""
     from saesteer.models import MODEL_ALIASES, load_model
     from saesteer.sae.io import library_versions, sae_checksum
 
@@ -60,6 +61,7 @@ def _discover(
         )
     model, tokenizer = load_model(model_name, device=cfg.device)
     check_cache_model(table.reader, model, model_name)  # same name, other weights: refused
+    out = output.in_place()
     checksum = sae_checksum(sae)
     started = time.time()
     writer = SparseLatentWriter(

@@ -134,13 +134,13 @@ def train_sae(
     ctx = setup_distributed(cfg.device)
     output = Output(cfg.out, "sae") if ctx.main else None  # a foreign --out fails before any work
     with output if output is not None else contextlib.nullcontext():
-        out = output.in_place() if output is not None else Path(cfg.out)
-        return _train(cfg, source, step_callback, ctx, out)
+        return _train(cfg, source, step_callback, ctx, output)
 
 
-def _train(cfg: TrainSAEConfig, source, step_callback, ctx: Dist, out: Path) -> TrainResult:
-    """The body of `train_sae`, with `out` claimed (saesteer.outputs) on the main process."""
+def _train(cfg: TrainSAEConfig, source, step_callback, ctx: Dist, output) -> TrainResult:
+    """The body of `train_sae`; `output` (main process only) is created once the data opened."""
     source = source or build_source(cfg)
+    out = output.in_place() if output is not None else Path(cfg.out)
     if not cfg.resume and (checkpoint_files(out) or (out / META_FILE).exists()):
         raise ValueError(
             f"{out} already holds a run; pass --resume to continue it or pick another --out."
