@@ -149,7 +149,7 @@ def _train(cfg: TrainSAEConfig, source, step_callback, ctx: Dist, output) -> Tra
     if total_steps < 1:
         raise ValueError(f"--tokens {cfg.tokens} is less than one batch of {cfg.batch_size}.")
     for note in schedule_warnings(cfg, total_steps) if ctx.main else ():
-        warnings.warn(note, UserWarning, stacklevel=2)
+        warnings.warn(note, UserWarning, stacklevel=3)
     warmup = effective_warmup(cfg.warmup_steps, total_steps)
     torch.manual_seed(cfg.seed)
     sae_cfg = SAEConfig(
