@@ -32,6 +32,9 @@ LEADERBOARD = (
     ("mc_accuracy", "MC acc.", "multiple-choice accuracy under steering (chance 0.25)"),
     ("brown_ppl", "Brown ppl", "held-out Brown perplexity under steering"),
 )
+EXTRA_STYLE = (
+    ".leaderboard td { white-space: nowrap; } .leaderboard td:last-child { white-space: normal; }"
+)
 CELL_COLUMNS = (
     ("alpha", "α", "strength"),
     *LEADERBOARD[:8],
@@ -146,7 +149,7 @@ def render_html(report: dict[str, Any], images: dict[str, tuple[str, str]]) -> s
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:">
-<title>Steering benchmark</title><style>{STYLE}</style></head><body>
+<title>Steering benchmark</title><style>{STYLE}{EXTRA_STYLE}</style></head><body>
 <h1>Steering benchmark</h1>
 <p>Model <code>{escape(config["model"])}</code>, SAE <code>{escape(config["sae"] or "none")}</code>;
 methods {escape(", ".join(config["methods"]))}; strengths {escape(config["alphas"])};
