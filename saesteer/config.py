@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import types
 import typing
 from pathlib import Path
@@ -176,3 +177,27 @@ def _read_mapping(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValueError(f"Config file {path} must hold a mapping of option names to values.")
     return data
+
+
+# --------------------------------------------------------------------------- range checks
+
+
+def flag(name: str) -> str:
+    """The command-line flag of a config field: `batch_size` → `--batch-size`."""
+    return "--" + name.replace("_", "-")
+
+
+def check_at_least(config: Any, names: tuple[str, ...], low: float, why: str = "") -> None:
+    """ValueError naming the flag unless every field in `names` is a finite number ≥ `low`."""
+    for name in names:
+        value = getattr(config, name)
+        if not (isinstance(value, int | float) and math.isfinite(value) and value >= low):
+            raise ValueError(f"{flag(name)} must be ≥ {low:g}{why}; got {value!r}.")
+
+
+def check_positive(config: Any, names: tuple[str, ...], why: str = "") -> None:
+    """ValueError naming the flag unless every field in `names` is a finite number > 0."""
+    for name in names:
+        value = getattr(config, name)
+        if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+            raise ValueError(f"{flag(name)} must be a positive number{why}; got {value!r}.")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from saesteer.config import option
+from saesteer.config import check_at_least, option
 
 # Prompts with no behaviour in them: the steered model should predict their next tokens as before.
 NEUTRAL_PROMPTS = (
@@ -90,15 +90,7 @@ class AuditConfig:
                 f"--temperature must be a finite number ≥ 0, got {self.temperature}; use 0 for "
                 "greedy decoding or e.g. 0.7 to sample."
             )
-        for name in ("n_prompts", "max_new_tokens", "ngram", "n_latents", "max_length"):
-            if getattr(self, name) < 1:
-                raise ValueError(
-                    f"--{name.replace('_', '-')} must be ≥ 1, got {getattr(self, name)}."
-                )
-        for name in ("n_examples", "max_pairs"):
-            if getattr(self, name) < 0:
-                raise ValueError(
-                    f"--{name.replace('_', '-')} must be ≥ 0, got {getattr(self, name)}."
-                )
+        check_at_least(self, ("n_prompts", "max_new_tokens", "ngram", "n_latents", "max_length"), 1)
+        check_at_least(self, ("n_examples", "max_pairs"), 0)
         if self.generator not in GENERATORS:
             raise ValueError(f"--generator must be one of {GENERATORS}, got {self.generator!r}.")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from saesteer.config import option
+from saesteer.config import check_at_least, option
 
 CAPABILITY = ("best", "all", "none")
 
@@ -59,16 +59,9 @@ class BenchSteerConfig:
     progress: bool = option(True, "show a progress bar")
 
     def __post_init__(self) -> None:
-        for name in ("seeds", "max_new_tokens", "auto_max_probes", "boot"):
-            if getattr(self, name) < 1:
-                raise ValueError(
-                    f"--{name.replace('_', '-')} must be ≥ 1, got {getattr(self, name)}."
-                )
-        for name in ("n_prompts", "n_capability", "brown_tokens", "epochs", "samples", "threads"):
-            if getattr(self, name) < 0:
-                raise ValueError(
-                    f"--{name.replace('_', '-')} must be ≥ 0, got {getattr(self, name)}."
-                )
+        check_at_least(self, ("seeds", "max_new_tokens", "auto_max_probes", "boot"), 1)
+        names = ("n_prompts", "n_capability", "brown_tokens", "epochs", "samples", "threads")
+        check_at_least(self, names, 0)
         if not math.isfinite(self.budget) or self.budget <= 1:
             raise ValueError(f"--budget must be a finite number > 1, got {self.budget}.")
         if self.capability not in CAPABILITY:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from saesteer.config import option
+from saesteer.config import check_at_least, option
 
 
 @dataclass
@@ -33,13 +33,5 @@ class FeaturesConfig:
     seed: int = option(0, "seed of the random quantile sample")
 
     def __post_init__(self) -> None:
-        for name in ("n_top", "n_samples", "n_logit", "sparse_k", "batch_contexts"):
-            if getattr(self, name) < 1:
-                raise ValueError(
-                    f"--{name.replace('_', '-')} must be ≥ 1; got {getattr(self, name)}."
-                )
-        for name in ("window_before", "window_after", "n_cofire", "max_tokens"):
-            if getattr(self, name) < 0:
-                raise ValueError(
-                    f"--{name.replace('_', '-')} must be ≥ 0; got {getattr(self, name)}."
-                )
+        check_at_least(self, ("n_top", "n_samples", "n_logit", "sparse_k", "batch_contexts"), 1)
+        check_at_least(self, ("window_before", "window_after", "n_cofire", "max_tokens"), 0)

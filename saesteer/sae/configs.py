@@ -5,35 +5,14 @@ Torch-free on purpose, so `saesteer --help` stays fast.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
-from saesteer.config import option
+from saesteer.config import check_at_least, check_positive, flag, option
 
 ARCHITECTURES = ("relu", "topk", "batchtopk", "jumprelu")
 WARMUP_CAP = 0.1  # the warm-up is at most this fraction of the steps
 MIN_STEPS = 150  # fewer optimizer steps than this warn (see saesteer.sae.trainer)
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def check_at_least(config: Any, names: tuple[str, ...], low: float, why: str = "") -> None:
-    """ValueError naming the flag unless every field in `names` is a finite number ≥ `low`."""
-    for name in names:
-        value = getattr(config, name)
-        if not (isinstance(value, int | float) and math.isfinite(value) and value >= low):
-            raise ValueError(f"{_flag(name)} must be ≥ {low:g}{why}; got {value!r}.")
-
-
-def check_positive(config: Any, names: tuple[str, ...], why: str = "") -> None:
-    """ValueError naming the flag unless every field in `names` is a finite number > 0."""
-    for name in names:
-        value = getattr(config, name)
-        if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
-            raise ValueError(f"{_flag(name)} must be a positive number{why}; got {value!r}.")
 
 
 def check_fraction(config: Any, name: str, low_open: bool = False) -> None:
@@ -42,7 +21,7 @@ def check_fraction(config: Any, name: str, low_open: bool = False) -> None:
     ok = isinstance(value, int | float) and (0 < value <= 1 if low_open else 0 <= value <= 1)
     if not ok:
         raise ValueError(
-            f"{_flag(name)} must be in {'(0' if low_open else '[0'}, 1]; got {value!r}."
+            f"{flag(name)} must be in {'(0' if low_open else '[0'}, 1]; got {value!r}."
         )
 
 
