@@ -173,3 +173,9 @@ def synthetic_pairs(n: int, seed: int) -> list[PreferencePair]:
         prompt, middle = " ".join(rng.sample(WORDS, 4)), " " + " ".join(rng.sample(WORDS, 2))
         out.append(PreferencePair(prompt, middle + " yes", middle + " no"))
     return out
+
+
+def train_steer_argv(out, method: str = "mean-diff", *extra: str) -> list[str]:
+    """`saesteer train-steer` on tiny-test and the shipped sentiment pairs, writing `out`."""
+    base = ["train-steer", "--model", "tiny-test", "--pairs", "sentiment", "--method", method]
+    return [*base, "--no-progress", "--out", str(out), *extra]

@@ -8,6 +8,7 @@ import os
 import stat
 
 import pytest
+from helpers import train_steer_argv
 
 from saesteer.cli import main
 from saesteer.outputs import OWNER_FILE, Output, OutputError, check_output, swap_into_place
@@ -28,25 +29,10 @@ def _user_folder(path, name="code.json"):
     return path
 
 
-def _train_steer(out) -> list[str]:
-    return [
-        "train-steer",
-        "--model",
-        "tiny-test",
-        "--pairs",
-        "sentiment",
-        "--method",
-        "mean-diff",
-        "--no-progress",
-        "--out",
-        str(out),
-    ]
-
-
 def test_a_folder_holding_code_json_is_not_saesteer_s(tmp_path, capsys):
     """Defect 1: train-steer deleted a folder because it held a file named code.json."""
     folder = _user_folder(tmp_path / "r")
-    assert main(_train_steer(folder)) == 2
+    assert main(train_steer_argv(folder)) == 2
     assert "saesteer did not write" in capsys.readouterr().err
     assert (folder / "log.md").read_text() == "my notes"
 
@@ -87,10 +73,10 @@ def test_an_output_of_another_kind_is_refused(tmp_path):
 
 def test_train_steer_replaces_its_own_output_and_follows_the_umask(tmp_path, umask_022, capsys):
     out = tmp_path / "code"
-    assert main(_train_steer(out)) == 0
+    assert main(train_steer_argv(out)) == 0
     first = (out / "code.safetensors").read_bytes()
     assert json.loads((out / OWNER_FILE).read_text())["kind"] == "steering-code"
-    assert main(_train_steer(out)) == 0  # its own kind: replaced
+    assert main(train_steer_argv(out)) == 0  # its own kind: replaced
     assert (out / "code.safetensors").read_bytes() == first
     assert [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name or ".old-" in p.name] == []
     assert stat.S_IMODE(out.stat().st_mode) == 0o755  # not mkdtemp's 0700
@@ -102,7 +88,7 @@ def test_a_second_writer_fails_fast(tmp_path, capsys):
     """Defect 5: two writers on one --out both exited 0."""
     out = tmp_path / "code"
     with Output(out, "steering-code"):
-        assert main(_train_steer(out)) == 2
+        assert main(train_steer_argv(out)) == 2
     assert "Another saesteer job is writing" in capsys.readouterr().err
     assert not out.exists()
 

@@ -10,6 +10,7 @@ import sys
 import time
 
 import pytest
+from helpers import train_steer_argv
 from safetensors.torch import load_file
 
 from saesteer.cli import main
@@ -18,21 +19,7 @@ EPOCHS = 6
 
 
 def _argv(out, *extra: str) -> list[str]:
-    return [
-        "train-steer",
-        "--model",
-        "tiny-test",
-        "--pairs",
-        "sentiment",
-        "--method",
-        "bipo",
-        "--epochs",
-        str(EPOCHS),
-        "--no-progress",
-        "--out",
-        str(out),
-        *extra,
-    ]
+    return train_steer_argv(out, "bipo", "--epochs", str(EPOCHS), *extra)
 
 
 def _code(folder) -> tuple[dict, dict]:

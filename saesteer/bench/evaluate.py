@@ -76,7 +76,8 @@ def held_out_prompts(name: str, n: int = 0) -> list[str]:
     return list(dict.fromkeys([p.prompt for p in val] + list(extra)))[: n or None]
 
 
-def _steering(model: Any, code: Any, alpha: float):
+def steered_or_plain(model: Any, code: Any, alpha: float):
+    """`steer(model, code, α)`, or a no-op context for the unsteered cell (no code or α = 0)."""
     import contextlib
 
     return (
@@ -146,13 +147,7 @@ class CellEvaluator:
         texts = [self.tokenizer.decode(g, skip_special_tokens=True).strip() for g in generated]
         gen_seconds = time.time() - started
         scored = self._score(generated, texts)
-        with _steering(self.model, code, alpha):
-            steered = [lg for lg, _ in sequence_outputs(self.model, self.neutral_rows)]
-        kl = [
-            next_token_kl(ref, new_logits)
-            for ref, new_logits in zip(self.neutral_logits, steered, strict=True)
-        ]
-        scored["kl"] = sum(kl) / len(kl) if alpha != 0 else 0.0
+        scored["kl"] = self._neutral_kl(code, alpha) if code is not None and alpha != 0 else 0.0
         if self.baseline is not None:
             scored.update(self._side_effects(scored["attributes"]))
         scored["seconds"] = {
@@ -160,6 +155,13 @@ class CellEvaluator:
             "scoring": time.time() - started - gen_seconds,
         }
         return scored
+
+    def _neutral_kl(self, code: Any, alpha: float) -> float:
+        """mean over neutral prompts of mean_t KL(p_0 ‖ p_α) of their next-token distributions."""
+        with steered_or_plain(self.model, code, alpha):
+            steered = [lg for lg, _ in sequence_outputs(self.model, self.neutral_rows)]
+        kl = [next_token_kl(p0, pa) for p0, pa in zip(self.neutral_logits, steered, strict=True)]
+        return sum(kl) / len(kl)
 
     def _score(self, generated: list[torch.Tensor], texts: list[str]) -> dict[str, Any]:
         rows = [torch.cat([p, g]) for p, g in zip(self.prompt_rows, generated, strict=True)]

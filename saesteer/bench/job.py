@@ -126,11 +126,11 @@ class _Grid:
         return cell
 
     def add_capability(self, code, cell: dict[str, Any]) -> None:
-        from saesteer.bench.evaluate import _steering
+        from saesteer.bench.evaluate import steered_or_plain
 
         started = time.time()
         probe = self.capability_probe()
-        with _steering(self.generator, code, cell["alpha"]):
+        with steered_or_plain(self.generator, code, cell["alpha"]):
             cell["capability"] = probe.measure()
         spent = time.time() - started
         cell["seconds"]["capability"] = spent

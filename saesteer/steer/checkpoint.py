@@ -96,8 +96,7 @@ def optimizer_state(optimizer: torch.optim.Optimizer) -> tuple[dict, dict[str, t
     """(JSON part, tensors) of a one-parameter optimizer's state_dict."""
     state = optimizer.state_dict()
     tensors = {f"adam.{k}": v for k, v in state["state"].get(0, {}).items()}
-    groups = [{k: v for k, v in g.items()} for g in state["param_groups"]]
-    return {"param_groups": groups}, tensors
+    return {"param_groups": state["param_groups"]}, tensors
 
 
 def restore_optimizer(optimizer: torch.optim.Optimizer, meta: dict, tensors: dict) -> None:
