@@ -14,6 +14,7 @@ the chosen side (thresholds in `saesteer.steer.scorers`).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -34,6 +35,19 @@ class Behaviour:
     chat: bool
     score: Callable[[str], float]
     success_threshold: float  # a text shows the behaviour when score(text) ≥ this
+    instructions: tuple[str, str] = ("", "")
+    """System-prompt contrast (asks for the chosen side, asks for the rejected side): for methods
+    that contrast prompts rather than completions (CDAS sources, StTP/StMP probes)."""
+
+    def instructed(self, pair: PreferencePair, side: int) -> PreferencePair:
+        """`pair` asked with instruction `side` (0: the chosen side's, 1: the rejected side's):
+        a chat pair gets it as its system message, a continuation pair as a bracketed preface."""
+        text = self.instructions[side]
+        if not text:
+            raise ValueError(f"The behaviour {self.name!r} has no system-prompt contrast.")
+        if self.chat:
+            return dataclasses.replace(pair, system=text)
+        return dataclasses.replace(pair, prompt=f"({text}) {pair.prompt}")
 
     def succeeded(self, text: str) -> bool:
         return self.score(text) >= self.success_threshold
@@ -48,6 +62,7 @@ BEHAVIOURS = {
             False,
             scorers.sentiment_score,
             0.05,
+            ("A happy, hopeful story", "A sad, bleak story"),
         ),
         Behaviour(
             "formality",
@@ -55,6 +70,10 @@ BEHAVIOURS = {
             True,
             scorers.formality_score,
             1e-9,
+            (
+                "Reply in a formal, polite, professional register.",
+                "Reply casually, like texting a friend, with slang.",
+            ),
         ),
         Behaviour(
             "topic-ocean",
@@ -62,6 +81,10 @@ BEHAVIOURS = {
             True,
             scorers.ocean_score,
             1e-9,
+            (
+                "Always bring the ocean, the sea or the beach into your reply.",
+                "Never mention the ocean or the sea; talk about inland places.",
+            ),
         ),
         Behaviour(
             "topic-food",
@@ -69,6 +92,10 @@ BEHAVIOURS = {
             True,
             scorers.food_score,
             1e-9,
+            (
+                "Always bring food, cooking or eating into your reply.",
+                "Never mention food; talk about other pastimes.",
+            ),
         ),
         Behaviour(
             "style-enthusiastic",
@@ -76,6 +103,10 @@ BEHAVIOURS = {
             True,
             scorers.enthusiasm_score,
             0.05,
+            (
+                "Reply with great enthusiasm and excitement, with exclamation marks!",
+                "Reply in a flat, dry, matter-of-fact tone.",
+            ),
         ),
     )
 }

@@ -6,7 +6,12 @@ from dataclasses import dataclass
 
 from saesteer.config import option
 
-METHODS = ("yapo", "bipo", "mean-diff")
+CODE_METHODS = ("yapo", "bipo", "mean-diff")  # saesteer.steer.train: a vector or latent code
+INTERVENTION_METHODS = ("selective", "swfc", "sttp", "stmp", "cdas", "grains")  # steer.methods
+METHODS = CODE_METHODS + INTERVENTION_METHODS
+SELECTIVE_MODES = ("standard", "adaptive")
+PROBE_TARGETS = ("mean", "threshold")
+REDUCTIONS = ("pca", "mean")
 YAPO_MODES = ("refit", "reference", "anneal", "l1")
 SUPPORT_RULES = ("effect", "magnitude", "omp", "mean-diff")  # saesteer.steer.sparse_support, train
 
@@ -22,7 +27,10 @@ class TrainSteerConfig:
     method: str = option(
         "yapo",
         "yapo (sparse SAE-latent code) | bipo (dense vector) | "
-        "mean-diff (contrastive mean difference)",
+        "mean-diff (contrastive mean difference) | selective (norm-preserving rotation at "
+        "discriminative layers) | swfc / sttp / stmp (probe direction: fixed addition / "
+        "steer-to-target / mirror, gated per token) | cdas (rank-1 interchange trained by "
+        "distribution matching) | grains (attribution-built vector, norm-rescaled)",
         choices=list(METHODS),
     )
     out: str | None = option(None, "output folder for the code (code.safetensors + code.json)")
@@ -86,6 +94,41 @@ class TrainSteerConfig:
         0.5, "yapo anneal/l1: fraction of the steps over which the cap shrinks or λ grows"
     )
     l1: float = option(0.1, "yapo l1: L1 weight λ (a soft-threshold of lr·λ after each step)")
+    layers: str = option(
+        "",
+        "selective: the layers whose norm outputs are candidate sites (all | 3,5,9; default all)",
+    )
+    selective_mode: str = option(
+        "standard",
+        "selective: standard (rotate every token at masked layers) | adaptive (only tokens with "
+        "h·b1 > 0)",
+        choices=list(SELECTIVE_MODES),
+    )
+    angle: float = option(
+        30.0, "selective: rotation angle in degrees at α = 1 (the strength is α · angle)"
+    )
+    probe_percentile: float = option(
+        20.0,
+        "sttp/stmp: steer tokens whose probe projection is below this percentile of the chosen "
+        "class's projections",
+    )
+    probe_target: str = option(
+        "mean",
+        "sttp: the projection steered to: mean (of the chosen class) | threshold (the percentile)",
+        choices=list(PROBE_TARGETS),
+    )
+    probe_l2: float = option(1e-3, "swfc/sttp/stmp: L2 penalty of the logistic-regression probe")
+    grains_top_k: int = option(10, "grains: tokens ablated per ranking (top-k positive / negative)")
+    ig_steps: int = option(20, "grains: Integrated-Gradients steps from the zero baseline")
+    grains_reduce: str = option(
+        "pca",
+        "grains: how the activation differences become a vector: pca (PC1, sign of the mean) | "
+        "mean",
+        choices=list(REDUCTIONS),
+    )
+    cdas_lr: float = option(
+        0.04, "cdas: AdamW learning rate of the rank-1 direction (linear decay)"
+    )
     max_pairs: int = option(0, "training pairs used, from the start of the train split (0: all)")
     max_length: int = option(128, "tokens per prompt + completion (prompts are cut from the left)")
     seed: int = option(0, "seed of shuffling, directions and the held-out split")
@@ -107,7 +150,17 @@ class TrainSteerConfig:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}.")
         if self.top_k < 1:
             raise ValueError(f"top_k must be ≥ 1, got {self.top_k}.")
-        for name, allowed in (("yapo_mode", YAPO_MODES), ("support_by", SUPPORT_RULES)):
+        if not 0 < self.probe_percentile < 100:
+            raise ValueError(f"probe_percentile must be in (0, 100), got {self.probe_percentile}.")
+        if self.grains_top_k < 1 or self.ig_steps < 1:
+            raise ValueError("grains_top_k and ig_steps must be ≥ 1.")
+        for name, allowed in (
+            ("yapo_mode", YAPO_MODES),
+            ("support_by", SUPPORT_RULES),
+            ("selective_mode", SELECTIVE_MODES),
+            ("probe_target", PROBE_TARGETS),
+            ("grains_reduce", REDUCTIONS),
+        ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}.")
         if not 0 <= self.warmup_fraction < 1 or not 0 < self.anneal_fraction <= 1:

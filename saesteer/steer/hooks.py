@@ -1,7 +1,9 @@
-"""`steer(model, code, alpha, positions)`: apply a steering code while a model runs.
+"""`steer(model, code, alpha, positions)`: apply an intervention (or steering code) while a model runs.
 
-Works on a TransformerLens `HookedTransformer` (hook at `code.hook_name`) and on the Hugging Face
-model with the same weights (a hook on decoder layer l, which is much faster to generate with):
+Works on a TransformerLens `HookedTransformer` and on the Hugging Face model with the same weights
+(hooks on decoder layer modules, which is much faster to generate with). Each edit's site is hooked
+where `saesteer.steer.sites` says: a HookPoint or norm module (TL), a decoder layer or one of its
+submodules (HF), e.g.
 
     blocks.{l}.hook_resid_pre   ↔  input of HF `layers[l]`    (forward pre-hook)
     blocks.{l}.hook_resid_post  ↔  output of HF `layers[l]`   (forward hook)
@@ -13,7 +15,7 @@ forward pass covers the absolute positions [offset, offset + n): offset is the K
 offset 0 starts a new sequence whose prompt length is n, except that without a KV cache a pass
 exactly one token longer than the previous one re-runs the same sequence (generation without cache).
 
-The edit runs in the activations' dtype on their device (the code is moved once per dtype/device).
+Edits run in the activations' dtype on their device (each is moved once per dtype/device).
 α must be finite: NaN or ±inf would make every steered activation NaN (garbage text, no error).
 """
 
@@ -26,10 +28,11 @@ from typing import Any
 
 import torch
 
-from saesteer.hook_names import parse_hook_name
 from saesteer.steer.codes import SteeringCode
+from saesteer.steer.intervention import Edit, Intervention, as_intervention
 from saesteer.steer.io import check_model
 from saesteer.steer.options import POSITIONS
+from saesteer.steer.sites import HF_MODULES, TL_MODULES, Site
 
 
 class PositionTracker:
@@ -59,34 +62,39 @@ class PositionTracker:
 
 
 class _Editor:
-    """Applies `code` at strength `alpha` to the selected positions of h [batch, pos, d]."""
+    """Applies one `edit` at strength `alpha` to the selected positions of h [batch, pos, d]."""
 
-    def __init__(self, code: SteeringCode, alpha: float, positions: str) -> None:
-        self.code, self.alpha = code, float(alpha)
+    def __init__(self, edit: Edit, alpha: float, positions: str) -> None:
+        self.edit, self.alpha = edit, float(alpha)
         self.tracker = PositionTracker(positions)
-        self._placed: dict[tuple[torch.device, torch.dtype], SteeringCode] = {}
+        self._placed: dict[tuple[torch.device, torch.dtype], Edit] = {}
         self.offset = 0
 
-    def placed(self, h: torch.Tensor) -> SteeringCode:
+    @property
+    def site(self) -> Site:
+        return self.edit.site
+
+    def placed(self, h: torch.Tensor) -> Edit:
         key = (h.device, h.dtype)
         if key not in self._placed:
-            self._placed[key] = self.code.to(h.device, h.dtype)
+            self._placed[key] = self.edit.to(h.device, h.dtype)
         return self._placed[key]
 
     def __call__(self, h: torch.Tensor) -> torch.Tensor:
-        if h.ndim != 3 or h.shape[-1] != self.code.d_model:
+        d_model = self.edit.operator.d_model
+        if h.ndim != 3 or h.shape[-1] != d_model:
             raise ValueError(
-                f"Steering expects activations [batch, pos, {self.code.d_model}] at "
-                f"{self.code.hook_name}; got {tuple(h.shape)}."
+                f"Steering expects activations [batch, pos, {d_model}] at "
+                f"{self.edit.site.name}; got {tuple(h.shape)}."
             )
         chosen = self.tracker.select(self.offset, h.shape[1])
-        if chosen.start == chosen.stop:
+        if chosen.start == chosen.stop or self.alpha == 0:
             return h
-        code = self.placed(h)
+        edit = self.placed(h)
         if chosen == slice(0, h.shape[1]):
-            return code.apply(h, self.alpha)
+            return edit.apply(h, self.alpha)
         out = h.clone()
-        out[:, chosen] = code.apply(h[:, chosen], self.alpha)
+        out[:, chosen] = edit.apply(h[:, chosen], self.alpha)
         return out
 
 
@@ -110,46 +118,100 @@ def is_hooked_transformer(model) -> bool:
 
 @contextlib.contextmanager
 def steer(
-    model, code: SteeringCode, alpha: float, positions: str = "all", model_name: str | None = None
+    model,
+    code: SteeringCode | Intervention,
+    alpha: float,
+    positions: str = "all",
+    model_name: str | None = None,
 ) -> Iterator[None]:
     """Inside the block, `model` (TransformerLens or Hugging Face) runs with `code` applied.
 
-    h' = code.apply(h, alpha) at `code.hook_name` on the chosen `positions`. Checks first that alpha
-    is finite and the code fits the model (width, layer, and name; pass `model_name` to check a
-    Hugging Face model's name).
+    `code` is an `Intervention` or a steering code (its one-edit intervention): at each edit's site,
+    h' = edit(h, alpha) on the chosen `positions`. Checks first that alpha is finite and the
+    intervention fits the model (width, layers, and name; pass `model_name` to check a Hugging Face
+    model's name).
     """
     alpha = check_alpha(alpha)
     check_model(code, model, model_name)
-    editor = _Editor(code, alpha, positions)
+    editors = [_Editor(edit, alpha, positions) for edit in as_intervention(code).edits]
     if is_hooked_transformer(model):
-        with _tl_hooks(model, editor, positions != "all"):
+        with _tl_hooks(model, editors, positions != "all"):
             yield
     else:
-        with _hf_hooks(model, editor):
+        with _hf_hooks(model, editors):
             yield
+
+
+class _Recorder:
+    """Keeps a detached copy of every activation h [batch, pos, d] seen at `site`; edits nothing."""
+
+    def __init__(self, site: Site) -> None:
+        self.site = site
+        self.offset = 0
+        self.seen: list[torch.Tensor] = []
+
+    def __call__(self, h: torch.Tensor) -> torch.Tensor:
+        self.seen.append(h.detach())
+        return h
 
 
 @contextlib.contextmanager
-def _tl_hooks(model, editor: _Editor, track_offsets: bool) -> Iterator[None]:
-    """A torch forward hook on the HookPoint (TL's reset_hooks leaves it alone; we remove it).
+def record(model, sites: list[Site]) -> Iterator[dict[Site, list[torch.Tensor]]]:
+    """Inside the block, each forward pass appends the activation at every site to `seen[site]`
+    (TransformerLens or Hugging Face, hooked exactly where `steer` edits)."""
+    recorders = [_Recorder(site) for site in sites]
+    hooks = (
+        _tl_hooks(model, recorders, False)
+        if is_hooked_transformer(model)
+        else _hf_hooks(model, recorders)
+    )
+    with hooks:
+        yield {r.site: r.seen for r in recorders}
+
+
+def _edit_output(editor):
+    """A forward hook that edits a module's output (the first element of a tuple output)."""
+
+    def hook(module, args, output):
+        if isinstance(output, tuple):
+            return (editor(output[0]), *output[1:])
+        return editor(output)
+
+    return hook
+
+
+@contextlib.contextmanager
+def _tl_hooks(model, editors: list, track_offsets: bool) -> Iterator[None]:
+    """Torch forward hooks on the HookPoints, or on the ln1/ln2 modules for norm sites (TL's
+    reset_hooks leaves them alone; we remove them).
 
     To know positions under a KV cache, `model.forward` is wrapped for the duration of the block.
     """
-    hook_point = model.hook_dict[editor.code.hook_name]
-    handle = hook_point.register_forward_hook(lambda module, args, output: editor(output))
+    handles = []
+    for editor in editors:
+        site = editor.site
+        module = (
+            model.hook_dict[site.tl_hook]
+            if site.tl_hook is not None
+            else getattr(model.blocks[site.layer], TL_MODULES[site.stream])
+        )
+        handles.append(module.register_forward_hook(_edit_output(editor)))
     if track_offsets:
         forward = model.forward
 
         def forward_with_offset(*args, **kwargs):
             cache = kwargs.get("past_kv_cache")
-            editor.offset = cache[0].past_keys.shape[1] if cache is not None else 0
+            offset = cache[0].past_keys.shape[1] if cache is not None else 0
+            for editor in editors:
+                editor.offset = offset
             return forward(*args, **kwargs)
 
         model.forward = forward_with_offset
     try:
         yield
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()
         if track_offsets:
             del model.forward  # the instance attribute; the class's forward is back
 
@@ -167,31 +229,52 @@ def hf_decoder_layers(model):
 
 
 @contextlib.contextmanager
-def _hf_hooks(model, editor: _Editor) -> Iterator[None]:
-    """Pre-hook on layer l (reads the cache offset; edits the input for hook_resid_pre) and, for
-    hook_resid_post, a forward hook that edits the layer's output."""
-    layer_index, where = parse_hook_name(editor.code.hook_name)
-    layer = hf_decoder_layers(model)[layer_index]
-
-    def pre_hook(module, args, kwargs):
-        cache = kwargs.get("cache", kwargs.get("past_key_values"))
-        editor.offset = cache.get_seq_length(layer_index) if cache is not None else 0
-        if where == "post":
-            return None
-        if args:
-            return (editor(args[0]), *args[1:]), kwargs
-        return args, {**kwargs, "hidden_states": editor(kwargs["hidden_states"])}
-
-    def post_hook(module, args, output):
-        if isinstance(output, tuple):
-            return (editor(output[0]), *output[1:])
-        return editor(output)
-
-    handles = [layer.register_forward_pre_hook(pre_hook, with_kwargs=True)]
-    if where == "post":
-        handles.append(layer.register_forward_hook(post_hook))
+def _hf_hooks(model, editors: list) -> Iterator[None]:
+    """Per steered layer l, a pre-hook on `layers[l]` that reads the KV cache's length (and edits
+    the input for resid_pre sites); a forward hook on `layers[l]` (resid_post) or on its norm,
+    attention or MLP module edits that output."""
+    layers = hf_decoder_layers(model)
+    by_layer: dict[int, list] = {}
+    for editor in editors:
+        by_layer.setdefault(editor.site.layer, []).append(editor)
+    handles = []
+    for index, here in by_layer.items():
+        handles.append(
+            layers[index].register_forward_pre_hook(_hf_pre_hook(index, here), with_kwargs=True)
+        )
+        for editor in here:
+            stream = editor.site.stream
+            if stream == "resid_pre":
+                continue
+            module = (
+                layers[index]
+                if stream == "resid_post"
+                else getattr(layers[index], HF_MODULES[stream])
+            )
+            handles.append(module.register_forward_hook(_edit_output(editor)))
     try:
         yield
     finally:
         for handle in handles:
             handle.remove()
+
+
+def _hf_pre_hook(layer_index: int, editors: list):
+    """Sets the editors' offset from the layer's KV cache; edits the layer input (resid_pre)."""
+    inputs = [e for e in editors if e.site.stream == "resid_pre"]
+
+    def pre_hook(module, args, kwargs):
+        cache = kwargs.get("cache", kwargs.get("past_key_values"))
+        offset = cache.get_seq_length(layer_index) if cache is not None else 0
+        for editor in editors:
+            editor.offset = offset
+        if not inputs:
+            return None
+        h = args[0] if args else kwargs["hidden_states"]
+        for editor in inputs:
+            h = editor(h)
+        if args:
+            return (h, *args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": h}
+
+    return pre_hook

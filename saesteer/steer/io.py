@@ -31,8 +31,13 @@ from saesteer.paths import atomic_write_bytes
 from saesteer.sae.configs import ARCHITECTURES
 from saesteer.sae.io import sae_checksum
 from saesteer.steer.codes import DenseVector, LatentCode, SteeringCode
+from saesteer.steer.gates import restore_gate
+from saesteer.steer.intervention import Edit, Intervention, as_intervention
+from saesteer.steer.operators import LatentEdit, restore_operator
+from saesteer.steer.sites import Site, check_sites_fit
 
 FORMAT = "saesteer-steering-code/1"
+INTERVENTION_FORMAT = "saesteer-intervention/1"
 WEIGHTS_FILE = "code.safetensors"
 META_FILE = "code.json"
 
@@ -50,9 +55,14 @@ class CodeFormatError(ValueError):
     """A steering-code folder's files are damaged or malformed; the message names the file."""
 
 
-def save_code(code: SteeringCode, path: str | os.PathLike) -> Path:
-    """Write `code` to folder `path` (weights first, code.json last: its presence marks completeness)."""
+def save_code(code: SteeringCode | Intervention, path: str | os.PathLike) -> Path:
+    """Write `code` to folder `path` (weights first, code.json last: its presence marks completeness).
+
+    A steering code keeps its own format; an `Intervention` is saved by `save_intervention`.
+    """
     path = Path(path)
+    if isinstance(code, Intervention):
+        return save_intervention(code, path)
     record: dict[str, Any] = {
         "format": FORMAT,
         "method": code.method,
@@ -76,14 +86,45 @@ def save_code(code: SteeringCode, path: str | os.PathLike) -> Path:
             },
             support_size=code.support_size,
         )
+    return _write_folder(path, tensors, record)
+
+
+def _write_folder(path: Path, tensors: dict[str, torch.Tensor], record: dict[str, Any]) -> Path:
     tensors = {k: t.detach().cpu().contiguous() for k, t in tensors.items()}
     atomic_write_bytes(path / WEIGHTS_FILE, save(tensors))
     atomic_write_bytes(path / META_FILE, json.dumps(record, indent=2, default=str).encode())
     return path
 
 
-def read_code_record(path: str | os.PathLike) -> dict[str, Any]:
-    """The code.json of a code folder (clear errors when the folder is not one or is damaged)."""
+def save_intervention(intervention: Intervention, path: str | os.PathLike) -> Path:
+    """code.safetensors holds `edits.{i}.op.{name}` and `edits.{i}.gate.{name}`; code.json the
+    sites, operator and gate kinds with their parameters, method, model and meta."""
+    tensors: dict[str, torch.Tensor] = {}
+    edits = []
+    for i, edit in enumerate(intervention.edits):
+        entry: dict[str, Any] = {
+            "site": edit.site.name,
+            "operator": {"kind": edit.operator.kind, "params": edit.operator.params()},
+            "gate": None,
+        }
+        tensors.update({f"edits.{i}.op.{k}": t for k, t in edit.operator.tensors().items()})
+        if edit.gate is not None:
+            entry["gate"] = {"kind": edit.gate.kind, "params": edit.gate.params()}
+            tensors.update({f"edits.{i}.gate.{k}": t for k, t in edit.gate.tensors().items()})
+        edits.append(entry)
+    record = {
+        "format": INTERVENTION_FORMAT,
+        "method": intervention.method,
+        "model_name": intervention.model_name,
+        "d_model": intervention.d_model,
+        "edits": edits,
+        "meta": intervention.meta,
+    }
+    return _write_folder(Path(path), tensors, record)
+
+
+def _read_json_record(path: str | os.PathLike) -> dict[str, Any]:
+    """code.json of a folder as a JSON object (clear errors when it is missing or not JSON)."""
     meta_file = Path(path) / META_FILE
     if not meta_file.is_file():
         raise FileNotFoundError(
@@ -100,9 +141,17 @@ def read_code_record(path: str | os.PathLike) -> dict[str, Any]:
         raise CodeFormatError(
             f"{meta_file} holds a JSON {type(record).__name__}, not an object; {DAMAGED}."
         )
+    return record
+
+
+def read_code_record(path: str | os.PathLike) -> dict[str, Any]:
+    """The code.json of a steering-code folder, its fields checked (see the module docstring)."""
+    record = _read_json_record(path)
+    meta_file = Path(path) / META_FILE
     if record.get("format") != FORMAT:
         raise CodeFormatError(
-            f"{meta_file}: unknown format {record.get('format')!r}, expected {FORMAT!r}."
+            f"{meta_file}: unknown format {record.get('format')!r}, expected {FORMAT!r} "
+            f"or {INTERVENTION_FORMAT!r}."
         )
     _check_fields(record, meta_file)
     return record
@@ -179,8 +228,10 @@ def load_code(path: str | os.PathLike, sae=None) -> SteeringCode:
     the encoder and decoder slices it needs, so no SAE is required).
 
     A damaged folder raises `CodeFormatError` (or `FileNotFoundError` for a missing file) naming the
-    file; see the module docstring.
+    file; see the module docstring. An intervention folder loads as an `Intervention`.
     """
+    if _read_json_record(path).get("format") == INTERVENTION_FORMAT:
+        return load_intervention(path, sae)
     record = read_code_record(path)
     info = record.get("sae")
     tensors = read_code_tensors(path, ("vector",) if info is None else ("values", "support"))
@@ -212,6 +263,50 @@ def load_code(path: str | os.PathLike, sae=None) -> SteeringCode:
     return code
 
 
+def load_intervention(path: str | os.PathLike, sae=None) -> Intervention:
+    """Rebuild an intervention saved by `save_intervention` (its latent edits checked against `sae`)."""
+    record = _read_json_record(path)
+    meta_file = Path(path) / META_FILE
+    edits_record = record.get("edits")
+    if not isinstance(edits_record, list) or not all(
+        isinstance(e, dict) and {"site", "operator", "gate"} <= set(e) for e in edits_record
+    ):
+        raise CodeFormatError(f"{meta_file}: 'edits' must be a list of site/operator/gate objects.")
+    tensors = read_code_tensors(path, ())
+    edits = []
+    try:
+        for i, entry in enumerate(edits_record):
+            edits.append(_restore_edit(i, entry, tensors))
+        intervention = Intervention(
+            edits,
+            str(record.get("method", "")),
+            str(record.get("model_name", "")),
+            record.get("meta") or {},
+        )
+    except (ValueError, KeyError, TypeError) as error:
+        raise CodeFormatError(f"{meta_file}: {error} ({DAMAGED})") from None
+    if sae is not None:
+        for edit in intervention.edits:
+            if isinstance(edit.operator, LatentEdit):
+                code = edit.operator.code
+                check_sae(code.sae_checksum, code.hook_name, sae, where=str(path))
+    return intervention
+
+
+def _restore_edit(i: int, entry: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Edit:
+    def part(prefix: str) -> dict[str, torch.Tensor]:
+        start = f"edits.{i}.{prefix}."
+        return {k[len(start) :]: t for k, t in tensors.items() if k.startswith(start)}
+
+    operator = restore_operator(
+        entry["operator"]["kind"], part("op"), entry["operator"].get("params") or {}
+    )
+    gate = entry["gate"]
+    if gate is not None:
+        gate = restore_gate(gate["kind"], part("gate"), gate.get("params") or {})
+    return Edit(Site.parse(entry["site"]), operator, gate)
+
+
 def check_sae(expected_checksum: str, hook_name: str, sae, where: str = "the code") -> None:
     """Raise `CodeMismatchError` unless `sae` is the dictionary the code was made in."""
     if sae.cfg.hook_name and sae.cfg.hook_name != hook_name:
@@ -236,14 +331,13 @@ def model_facts(model) -> tuple[str, int, int]:
     return "", config.hidden_size, config.num_hidden_layers
 
 
-def check_model(code: SteeringCode, model, model_name: str | None = None) -> None:
-    """Raise `CodeMismatchError` unless `model` has the code's width, layer and (if known) name.
+def check_model(code: SteeringCode | Intervention, model, model_name: str | None = None) -> None:
+    """Raise `CodeMismatchError` unless `model` has the code's width, layers and (if known) name.
 
     Hugging Face models carry no TransformerLens name: pass `model_name` to check it too.
     """
     name, d_model, n_layers = model_facts(model)
     name = model_name or name
-    layer, _ = parse_hook_name(code.hook_name)
     if name and code.model_name and name != code.model_name:
         raise CodeMismatchError(
             f"This steering code was made for model {code.model_name!r}, not "
@@ -254,7 +348,7 @@ def check_model(code: SteeringCode, model, model_name: str | None = None) -> Non
             f"This steering code has d_model {code.d_model} but the model has "
             f"{d_model}: it was made for another model ({code.model_name!r})."
         )
-    if layer >= n_layers:
-        raise CodeMismatchError(
-            f"This steering code steers {code.hook_name}, but the model has only {n_layers} layers."
-        )
+    try:
+        check_sites_fit(as_intervention(code).sites, n_layers)
+    except ValueError as error:
+        raise CodeMismatchError(str(error)) from None

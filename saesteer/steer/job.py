@@ -40,7 +40,7 @@ def train_steer(
     train, val = training_data(config.pairs, config.validation, config.val_fraction, config.seed)
     train = train[: config.max_pairs or None]
     checkpoints = None
-    if config.method != "mean-diff":  # mean-diff is one pass: nothing to resume
+    if config.method in ("yapo", "bipo"):  # the other methods have no epochs to resume
         job = {k: v for k, v in vars(config).items() if k not in (*RUN_ONLY, "device")}
         job["data_checksum"] = pairs_checksum(train)
         checkpoints = SteerCheckpoints(partial_folder(config.out), job, config.resume)

@@ -75,7 +75,8 @@ from saesteer.steer.batching import (
 )
 from saesteer.steer.checkpoint import SteerCheckpoints
 from saesteer.steer.codes import DenseVector, LatentCode, SteeringCode
-from saesteer.steer.config import TrainSteerConfig
+from saesteer.steer.config import INTERVENTION_METHODS, TrainSteerConfig
+from saesteer.steer.intervention import Intervention
 from saesteer.steer.latent import full_latent_steer
 from saesteer.steer.optimise import (
     Curves,
@@ -96,7 +97,7 @@ CHUNK_ROWS = 16  # rows per no-grad forward when caching / evaluating
 class TrainResult:
     """The learned code and what happened while learning it."""
 
-    code: SteeringCode
+    code: SteeringCode | Intervention
     history: list[dict[str, float]] = field(default_factory=list)
     dense_values: torch.Tensor | None = None
     """yapo refit/l1: the code before its support was cut (what reference mode would return)."""
@@ -212,6 +213,10 @@ def fit_steering(
     `checkpoints`: save and resume the optimiser after every epoch (`saesteer.steer.checkpoint`).
     """
     method = config.method
+    if method in INTERVENTION_METHODS:
+        from saesteer.steer.methods import fit_intervention
+
+        return fit_intervention(model, tokenizer, train_pairs, config, val_pairs)
     if method == "yapo" and sae is None:
         raise ValueError("yapo learns a code in an SAE's latent space: pass an SAE (--sae DIR).")
     hook_name = (
