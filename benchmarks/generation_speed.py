@@ -1,11 +1,18 @@
 """Steered generation speed vs plain Hugging Face `generate` (default model, greedy, KV cache).
 
     plain HF generate  |  HF generate + YaPO code (support-restricted hook)  |  HF + dense vector
-    |  TransformerLens generate + YaPO code        → ms per new token and ratios to plain HF
+    |  HF + each intervention method's edits  |  TransformerLens generate + YaPO code
+    → ms per new token and ratios to plain HF
+
+The intervention rows use random directions in the shapes each method produces (the per-token cost
+depends on the operators and sites, not on the fitted values): Selective Steering's rotations at the
+two norm outputs of 12 layers (standard, and adaptive with its gate), StTP's gated set-projection,
+StMP's gated reflection, CDAS's set-projection and GrAInS's norm-rescaled addition, each at
+blocks.15.
 
 The YaPO code lives in a random ReLU SAE (576 → 4608) at blocks.15.hook_resid_post with a 32-latent
 support (the edit's cost depends on the support size, not on how the SAE was trained). Requirement:
-steered HF generation within 1.1× of plain HF generation.
+steered HF generation within 1.05× of plain HF generation.
 
     .venv/bin/python benchmarks/generation_speed.py [--new-tokens 64] [--repeats 3] [--skip-tl]
 """
@@ -31,6 +38,44 @@ def interleaved_ms_per_token(fns: dict, new_tokens: int, repeats: int) -> dict[s
             best[name] = min(best[name], time.perf_counter() - start)
             assert out.shape[1] == new_tokens, out.shape
     return {name: 1000 * t / new_tokens for name, t in best.items()}
+
+
+def method_interventions() -> dict:
+    """Random interventions with the sites, operators and gates of each new method (docstring)."""
+    from saesteer.steer.gates import ProjectionGate
+    from saesteer.steer.intervention import Edit, Intervention
+    from saesteer.steer.operators import (
+        AddRescale,
+        Reflect,
+        Rotation2D,
+        SetProjection,
+        orthonormal_plane,
+    )
+    from saesteer.steer.sites import Site
+
+    d, name, g = 576, "smollm2-135m-instruct", torch.Generator().manual_seed(1)
+    b1, b2, u = (torch.randn(d, generator=g) for _ in range(3))
+    rotation = Rotation2D(orthonormal_plane(b1, b2), 30.0)
+    layers = range(6, 18)
+    sites = [Site(layer, stream) for layer in layers for stream in ("attn_in", "mlp_in")]
+    gate = ProjectionGate(u, 0.0, "below")
+    at15 = Site(15, "resid_post")
+
+    def one(op, gate=None, method=""):
+        return Intervention([Edit(at15, op, gate)], method, name)
+
+    return {
+        "HF + selective (24 rotations)": Intervention(
+            [Edit(s, rotation) for s in sites], "selective", name
+        ),
+        "HF + selective adaptive (gated)": Intervention(
+            [Edit(s, rotation, ProjectionGate(b1, 0.0, "above")) for s in sites], "selective", name
+        ),
+        "HF + sttp (gated set-projection)": one(SetProjection(u, 3.0), gate, "sttp"),
+        "HF + stmp (gated reflection)": one(Reflect(u, 0.0), gate, "stmp"),
+        "HF + cdas (set-projection)": one(SetProjection(u, 3.0, -3.0), None, "cdas"),
+        "HF + grains (add-rescale)": one(AddRescale(u), None, "grains"),
+    }
 
 
 def main() -> None:
@@ -85,6 +130,10 @@ def main() -> None:
             "HF generate + dense vector": lambda: generate_ids_steered(
                 hf, ids, mask, dense, 4.0, max_new_tokens=n
             ),
+            **{
+                name: lambda iv=iv: generate_ids_steered(hf, ids, mask, iv, 1.0, max_new_tokens=n)
+                for name, iv in method_interventions().items()
+            },
         },
         n,
         args.repeats,

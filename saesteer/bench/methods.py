@@ -40,7 +40,8 @@ class MethodSpec:
     @property
     def deterministic(self) -> bool:
         options = dict(self.overrides)
-        return bool(self.code_dir) or self.base == "mean-diff" or options.get("lr") == 0
+        seedless = ("mean-diff", "selective", "swfc", "sttp", "stmp", "grains")
+        return bool(self.code_dir) or self.base in seedless or options.get("lr") == 0
 
     @property
     def needs_sae(self) -> bool:

@@ -1,10 +1,13 @@
-"""`saesteer train-steer`: learn a steering code (yapo | bipo | mean-diff) from preference pairs."""
+"""`saesteer train-steer`: learn a steering code or intervention from preference pairs."""
 
 from __future__ import annotations
 
 import argparse
 
-HELP = "Learn a steering code from preference pairs: yapo (sparse SAE code), bipo or mean-diff."
+HELP = (
+    "Learn a steering code from preference pairs: yapo (sparse SAE code), bipo, mean-diff, "
+    "selective, swfc, sttp, stmp, cdas or grains."
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     meta = result.code.meta
     support = f", support {meta['support_size']} latents" if "support_size" in meta else ""
     print(
-        f"{config.method} code for {result.code.hook_name}{support}: validation preference "
+        f"{config.method} at {result.code.hook_name}{support}: validation preference "
         f"accuracy {meta.get('val_accuracy', float('nan')):.2f} (reversed α=−1: "
         f"{meta.get('val_accuracy_reversed', float('nan')):.2f}) → {config.out}"
     )

@@ -38,7 +38,7 @@ class TrainSteerConfig:
     sae: str | None = option(None, "SAE folder (required for yapo; fixes the hook)")
     hook_name: str | None = option(
         None,
-        "residual hook for bipo/mean-diff, e.g. "
+        "the site steered by bipo/mean-diff/swfc/sttp/stmp/cdas/grains, e.g. "
         "blocks.15.hook_resid_post (default: the SAE's, else the "
         "middle layer's resid_post)",
     )
