@@ -11,6 +11,7 @@ INTERVENTION_METHODS = ("selective", "swfc", "sttp", "stmp", "cdas", "grains")  
 METHODS = CODE_METHODS + INTERVENTION_METHODS
 SELECTIVE_MODES = ("standard", "adaptive")
 PROBE_TARGETS = ("mean", "threshold")
+PROBE_CONTRASTS = ("completions", "instructed")
 REDUCTIONS = ("pca", "mean")
 YAPO_MODES = ("refit", "reference", "anneal", "l1")
 SUPPORT_RULES = ("effect", "magnitude", "omp", "mean-diff")  # saesteer.steer.sparse_support, train
@@ -118,6 +119,18 @@ class TrainSteerConfig:
         choices=list(PROBE_TARGETS),
     )
     probe_l2: float = option(1e-3, "swfc/sttp/stmp: L2 penalty of the logistic-regression probe")
+    probe_contrast: str = option(
+        "completions",
+        "swfc/sttp/stmp: probe tokens from chosen vs rejected completions, or (instructed) each "
+        "side read under the shipped behaviour's own system prompt (the paper's setup; needs a "
+        "shipped --pairs name)",
+        choices=list(PROBE_CONTRASTS),
+    )
+    probe_min_accuracy: float = option(
+        0.6,
+        "swfc/sttp/stmp: held-out balanced accuracy the probe must exceed, else the fit stops "
+        "(chance is 0.5)",
+    )
     grains_top_k: int = option(10, "grains: tokens ablated per ranking (top-k positive / negative)")
     ig_steps: int = option(20, "grains: Integrated-Gradients steps from the zero baseline")
     grains_reduce: str = option(
@@ -152,6 +165,10 @@ class TrainSteerConfig:
             raise ValueError(f"top_k must be ≥ 1, got {self.top_k}.")
         if not 0 < self.probe_percentile < 100:
             raise ValueError(f"probe_percentile must be in (0, 100), got {self.probe_percentile}.")
+        if not 0 <= self.probe_min_accuracy < 1:
+            raise ValueError(
+                f"probe_min_accuracy must be in [0, 1), got {self.probe_min_accuracy}."
+            )
         if self.grains_top_k < 1 or self.ig_steps < 1:
             raise ValueError("grains_top_k and ig_steps must be ≥ 1.")
         for name, allowed in (
@@ -159,6 +176,7 @@ class TrainSteerConfig:
             ("support_by", SUPPORT_RULES),
             ("selective_mode", SELECTIVE_MODES),
             ("probe_target", PROBE_TARGETS),
+            ("probe_contrast", PROBE_CONTRASTS),
             ("grains_reduce", REDUCTIONS),
         ):
             if getattr(self, name) not in allowed:
