@@ -57,7 +57,7 @@ def test_rotation_preserves_norm_is_identity_at_zero_and_equals_dense_formula():
 
 def test_degenerate_rotation_plane_is_refused():
     b1 = torch.randn(D)
-    with pytest.raises(ValueError, match="degenerate.*parallel"):
+    with pytest.raises(ValueError, match=r"degenerate.*parallel"):
         orthonormal_plane(b1, -3 * b1)
     with pytest.raises(ValueError, match="not orthonormal"):
         Rotation2D(torch.randn(D, 2))
@@ -189,9 +189,9 @@ def test_old_codes_run_through_the_intervention_path(tiny_model):
 def test_intervention_for_another_model_or_damaged_folder_is_refused(tiny_model, tmp_path):
     model, _ = tiny_model
     far = Edit(Site(7, "resid_post"), Add(torch.randn(model.cfg.d_model)))
-    with pytest.raises(CodeMismatchError, match="only 2 layers"):
-        with steer(model, Intervention([far], "t", "tiny-test"), 1.0):
-            pass
+    far_away = Intervention([far], "t", "tiny-test")
+    with pytest.raises(CodeMismatchError, match="only 2 layers"), steer(model, far_away, 1.0):
+        pass
     with pytest.raises(ValueError, match="no edits"):
         Intervention([], "selective", "tiny-test")
     folder = save_code(_every_kind(model.cfg.d_model), tmp_path / "iv")

@@ -1,11 +1,16 @@
-"""Steering audit: what a steering code is, what it did, whether it worked, and what it cost.
+"""Steering audit: what a steering code (or intervention) is, what it did, whether it worked, and
+what it cost.
 
     from saesteer.audit import AuditConfig, run_audit
     result = run_audit(AuditConfig(steer="codes/sentiment", out="audit/", alphas=[1, 2, 4]))
     result.report["sweep"]        # one record per α; result.html, result.json, result.curve
 
+`steer` may be a code folder or an intervention folder (`saesteer.steer.intervention`: edits at
+several sites, with operators and gates); `measure` says where each is measured.
+
 Modules: `config` (AuditConfig), `metrics` (the formulas), `measure` (model runs), `describe`
-(latents of a code), `loading` (inputs from flags), `run` (the sweep), `plot`, `report` (HTML).
+(latents of a code, edits of an intervention), `loading` (inputs from flags), `run` (the sweep),
+`plot`, `report` (HTML).
 Names are imported on first use, so importing the config does not import torch.
 """
 
@@ -19,6 +24,7 @@ _EXPORTS = {
     "AuditResult": "run",
     "run_audit": "run",
     "describe_code": "describe",
+    "describe_intervention": "describe",
     "nearest_latents": "describe",
     "next_token_kl": "metrics",
     "perplexity": "metrics",

@@ -23,9 +23,10 @@ GENERATORS = ("auto", "hf", "transformer_lens")
 
 @dataclass
 class AuditConfig:
-    """What to audit (a steering code or dense vector), on what, at which strengths, and where to."""
+    """What to audit (a steering code, dense vector or intervention), on what, at which strengths,
+    and where to."""
 
-    steer: str = option(help="steering-code folder (from `saesteer train-steer`)")
+    steer: str = option(help="steering-code or intervention folder (from `saesteer train-steer`)")
     out: str = option(help="output folder for report.html, report.json and strength_curve.png")
     alphas: list[float] = option(  # noqa: RUF009 (option() gives lists a default factory)
         [-2.0, 0.0, 1.0, 2.0, 4.0], "strengths to sweep (α = 0, the baseline, is always added)"
@@ -34,7 +35,9 @@ class AuditConfig:
     sae: str = option(
         "",
         "the SAE folder of the steered layer (default: the one the code was trained with); "
-        "needed for latent changes and a dense vector's nearest latents",
+        "needed for latent changes and a dense vector's nearest latents. For an intervention: an "
+        "SAE of the residual after its last edit (latent changes) or of an edited residual site "
+        "(its directions' nearest latents)",
     )
     later_sae: str = option(
         "", "an SAE of a later layer's resid_post: adds latent changes there (optional)"

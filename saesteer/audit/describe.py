@@ -1,4 +1,4 @@
-"""What a steering code is, in terms of SAE latents a reader can look up.
+"""What a steering code or intervention is, in terms of SAE latents and tokens a reader can look up.
 
 A sparse (latent) code v [d_sae] is its support: the latents i with v_i ≠ 0, listed by |v_i|.
 A dense vector u [d_model] is described by its nearest SAE latents, the decoder rows closest in angle:
@@ -9,6 +9,23 @@ Each latent gets its logit lens (tokens its decoder row promotes and suppresses 
 unembedding, `saesteer.features.logit_lens`), and, when a feature-discovery folder is given, its
 density and top-activating contexts; with a dashboard, a relative link to its page
 (`<dashboard>/index.html#/feature/<i>`).
+
+An intervention (`describe_intervention`) is listed edit by edit: its site, the operator's kind and
+parameters (angle θ₀ per unit α, target, boundary, ‖v‖…), its gate (kind, threshold τ, side), and
+each direction it uses (add: v; set-projection, reflect: û; rotate-2d: the plane's b1, b2; a gate:
+its û), with
+
+    logit lens   u · W_U through the final norm (as for a latent), for directions in the residual
+                 basis: sites resid_pre, resid_post, attn_out, mlp_out (what is added to or read from
+                 the residual stream). A norm-output site (attn_in, mlp_in) is skipped: its vector is
+                 γ ⊙ h / rms(h), what attention or the MLP reads, and an edit there writes nothing
+                 to the residual stream; its effect is the residual change measured at the steered
+                 hook (`saesteer.audit.measure`).
+    nearest SAE latents   as for a dense vector, when the SAE reads that site's residual
+                 (`reads_site`: the same hook, or resid_pre l+1 ≡ resid_post l).
+
+A latent (sae-latent) edit lists its latents as a latent code does. The layer mask of a method that
+keeps only some layers (`meta["layer_mask"]`, Selective Steering) is shown with the sites.
 """
 
 from __future__ import annotations
@@ -19,11 +36,23 @@ from typing import Any
 
 import torch
 
+from saesteer.audit.measure import steered_hook
 from saesteer.features.logit_lens import logit_lens
+from saesteer.hook_names import is_resid_hook, start_layer
 from saesteer.steer.codes import DenseVector, LatentCode, SteeringCode
+from saesteer.steer.intervention import Edit, Intervention
+from saesteer.steer.operators import LatentEdit
+from saesteer.steer.sites import TL_MODULES, Site
 
 N_LENS_TOKENS = 8
 N_CONTEXTS = 3
+DIRECTION_NAMES = {"vector": ("v",), "direction": ("û",), "plane": ("b1", "b2")}
+SAME_DIRECTION_COS = 0.9999
+NORM_SITE_NOTE = (
+    "{site} is block {layer}'s RMSNorm output read by {reader} (γ ⊙ h / rms(h)): an edit there "
+    "changes what {reader} reads and writes nothing to the residual stream, so its directions have "
+    "no logit lens or SAE latents; their effect is the residual change at {hook}."
+)
 
 
 def code_latents(code: LatentCode) -> tuple[list[int], list[float], torch.Tensor]:
@@ -113,7 +142,7 @@ def latent_cards(
 
 
 def describe_code(
-    code: SteeringCode,
+    code: SteeringCode | Intervention,
     model: Any,
     tokenizer: Any,
     sae: Any = None,
@@ -122,7 +151,10 @@ def describe_code(
     out: str | Path = ".",
     n: int = 10,
 ) -> dict[str, Any]:
-    """The "what it is" section: the code's kind, size and latents (module docstring)."""
+    """The "what it is" section: the code's kind, size and latents (module docstring); an
+    intervention is described by `describe_intervention`."""
+    if isinstance(code, Intervention):
+        return describe_intervention(code, model, tokenizer, sae, stats, dashboard, out, n)
     about: dict[str, Any] = {
         "method": code.method,
         "hook_name": code.hook_name,
@@ -147,4 +179,177 @@ def describe_code(
     about["latents"] = latent_cards(
         indices, cosines, W_dec[indices], model, tokenizer, stats, dashboard, out
     )
+    return about
+
+
+def reads_site(sae_hook: str, site: Site) -> bool:
+    """Whether an SAE at `sae_hook` reads the vector space of `site`: the same TL hook, or two
+    residual hooks of one residual (blocks.l.hook_resid_post ≡ blocks.{l+1}.hook_resid_pre)."""
+    hook = site.tl_hook
+    if hook is None:
+        return False
+    if hook == sae_hook:
+        return True
+    return (
+        is_resid_hook(hook)
+        and is_resid_hook(sae_hook)
+        and start_layer(hook) == start_layer(sae_hook)
+    )
+
+
+def edit_directions(edit: Edit) -> list[tuple[str, torch.Tensor]]:
+    """(name, unit-or-raw vector [d_model]) of every direction an edit uses: the operator's 1-D
+    tensors and a plane's columns (`DIRECTION_NAMES`), then the gate's û unless it is one of them."""
+    found: list[tuple[str, torch.Tensor]] = []
+    for key, tensor in edit.operator.tensors().items():
+        names = DIRECTION_NAMES.get(key, (key,))
+        columns = [tensor] if tensor.ndim == 1 else list(tensor.T) if tensor.ndim == 2 else []
+        if len(names) != len(columns):
+            names = tuple(f"{key}[{j}]" for j in range(len(columns)))
+        found += [
+            (name, column.detach().cpu()) for name, column in zip(names, columns, strict=True)
+        ]
+    if edit.gate is not None and _same_as(edit.gate.direction.cpu(), found) is None:
+        found.append(("gate û", edit.gate.direction.detach().cpu()))
+    return found
+
+
+def _same_as(direction: torch.Tensor, others: list[tuple[str, torch.Tensor]]) -> str | None:
+    """The name of the first of `others` parallel to `direction` (|cos| ≥ SAME_DIRECTION_COS)."""
+    for name, other in others:
+        cos = torch.nn.functional.cosine_similarity(direction.double(), other.double(), dim=0)
+        if cos.abs() >= SAME_DIRECTION_COS:
+            return name
+    return None
+
+
+def operator_record(edit: Edit) -> dict[str, Any]:
+    """The operator's kind and parameters (as saved), plus ‖v‖ of an added vector."""
+    operator = edit.operator
+    if isinstance(operator, LatentEdit):
+        code = operator.code
+        params = {"mode": code.mode, "arch": code.arch, "hook_name": code.hook_name}
+        params.update(support_size=int(code.support.numel()), sae_checksum=code.sae_checksum)
+        return {"kind": operator.kind, "params": params}
+    params = dict(operator.params())
+    vector = operator.tensors().get("vector")
+    if vector is not None:
+        params["norm"] = float(vector.norm())
+    if operator.kind == "rotate-2d":
+        params["unit"] = "degrees per unit α"
+    return {"kind": operator.kind, "params": params}
+
+
+def gate_record(edit: Edit) -> dict[str, Any] | None:
+    """The gate's kind, threshold τ and side (open where û·h < τ: below, > τ: above)."""
+    gate = edit.gate
+    if gate is None:
+        return None
+    record: dict[str, Any] = {"kind": gate.kind, **gate.params()}
+    operator_directions = edit_directions(Edit(edit.site, edit.operator))
+    record["direction"] = _same_as(gate.direction.cpu(), operator_directions) or "gate û"
+    return record
+
+
+def direction_cards(
+    edit: Edit,
+    model: Any,
+    tokenizer: Any,
+    sae: Any,
+    n: int,
+    context: tuple[Any, str | Path | None, str | Path],
+) -> list[dict[str, Any]]:
+    """Per direction of a residual-basis edit: name, norm, logit lens, and its nearest SAE latents
+    when `sae` reads the site (`context`: feature stats, dashboard, report folder)."""
+    directions = edit_directions(edit)
+    if not directions:
+        return []
+    rows = torch.stack([vector.float() for _, vector in directions])
+    lens = logit_lens(model, rows.to(model.W_U.device), N_LENS_TOKENS)
+    fits = sae is not None and reads_site(sae.cfg.hook_name, edit.site)
+    W_dec = sae.W_dec.detach().cpu() if fits else None
+    cards = []
+    for j, (name, vector) in enumerate(directions):
+        card: dict[str, Any] = {
+            "name": name,
+            "norm": float(vector.norm()),
+            "promoted": _token_text(tokenizer, lens.up_ids[j].tolist()),
+            "suppressed": _token_text(tokenizer, lens.down_ids[j].tolist()),
+        }
+        if W_dec is not None:
+            indices, cosines = nearest_latents(vector, W_dec, n)
+            card["latents"] = latent_cards(
+                indices, cosines, W_dec[indices], model, tokenizer, *context
+            )
+        cards.append(card)
+    return cards
+
+
+def edit_record(
+    edit: Edit,
+    model: Any,
+    tokenizer: Any,
+    sae: Any,
+    n: int,
+    context: tuple[Any, str | Path | None, str | Path],
+    steered_hook: str,
+) -> dict[str, Any]:
+    """One edit of an intervention, for report.json (module docstring)."""
+    site = edit.site
+    record: dict[str, Any] = {
+        "site": site.name,
+        "layer": site.layer,
+        "stream": site.stream,
+        "operator": operator_record(edit),
+        "gate": gate_record(edit),
+        "directions": [],
+    }
+    if isinstance(edit.operator, LatentEdit):
+        indices, values, rows = code_latents(edit.operator.code)
+        record["latents"] = latent_cards(indices, values, rows, model, tokenizer, *context)
+    elif site.stream in TL_MODULES:
+        reader = "attention" if site.stream == "attn_in" else "the MLP"
+        record["note"] = NORM_SITE_NOTE.format(
+            site=site.name, layer=site.layer, reader=reader, hook=steered_hook
+        )
+    else:
+        record["directions"] = direction_cards(edit, model, tokenizer, sae, n, context)
+    return record
+
+
+def describe_intervention(
+    intervention: Intervention,
+    model: Any,
+    tokenizer: Any,
+    sae: Any = None,
+    stats: Any = None,
+    dashboard: str | Path | None = None,
+    out: str | Path = ".",
+    n: int = 10,
+) -> dict[str, Any]:
+    """The "what it is" section of an intervention: method, sites, layer mask, and per edit its
+    operator, gate and directions (module docstring)."""
+    hook = steered_hook(intervention)
+    sites = [site.name for site in intervention.sites]
+    about: dict[str, Any] = {
+        "kind": "intervention",
+        "method": intervention.method,
+        "hook_name": intervention.hook_name,
+        "model_name": intervention.model_name,
+        "sites": sites,
+        "n_edits": len(intervention.edits),
+        "layer_mask": intervention.meta.get("layer_mask"),
+        "steered_hook": hook,
+        "edits": [
+            edit_record(edit, model, tokenizer, sae, n, (stats, dashboard, out), hook)
+            for edit in intervention.edits
+        ],
+        "latents": [],
+        "notes": [],
+    }
+    if sae is None:
+        about["notes"].append(
+            f"Pass --sae DIR (an SAE of {hook}, or of a residual site) for the SAE latents of the "
+            "directions and the latent changes at the steered layer."
+        )
     return about

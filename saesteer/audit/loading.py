@@ -3,6 +3,13 @@
 Defaults come from what the code recorded when it was trained (`code.json` → meta.hyper_parameters):
 its model, its SAE folder and its training pairs (a shipped behaviour name). Every missing input
 that the audit needs is an error naming the flag that supplies it.
+
+`--steer` may also be an intervention folder (`saesteer.steer.intervention`). One SAE reads one hook,
+so for an intervention the SAE is used where it reads: Δz at the steered hook H when it is H's SAE
+(`saesteer.audit.measure.steered_hook`), the nearest latents of the directions at the sites whose
+residual it reads (`describe.reads_site`), and a latent edit made in it is checked against it. An
+SAE given with --sae that fits none of these is an error naming the hooks that would; one defaulted
+from the training record is then left out, with a note in the report.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from typing import Any
 
 from saesteer.audit.config import NEUTRAL_PROMPTS, AuditConfig
 from saesteer.steer.codes import LatentCode
+from saesteer.steer.intervention import Intervention
 
 
 def _behaviour(config: AuditConfig, trained: dict[str, Any]):
@@ -57,6 +65,54 @@ def _features(config: AuditConfig, sae_path: str) -> tuple[Any, str]:
     return stats, dashboard if (Path(dashboard) / "index.html").is_file() else ""
 
 
+def intervention_sae(
+    intervention: Intervention, sae: Any, path: str, given: bool
+) -> tuple[Any, Any, list[str]]:
+    """(SAE to describe with or None, SAE of the steered hook or None, notes) for an intervention.
+
+    `given`: the SAE came from --sae (a misfit is then an error), not from the training record.
+    """
+    from saesteer.audit.describe import reads_site
+    from saesteer.audit.measure import steered_hook
+    from saesteer.steer.io import check_sae
+    from saesteer.steer.operators import LatentEdit
+
+    hook, steered = sae.cfg.hook_name, steered_hook(intervention)
+    sites = sorted({e.site.name for e in intervention.edits if hook and reads_site(hook, e.site)})
+    latent = [
+        e.operator.code
+        for e in intervention.edits
+        if isinstance(e.operator, LatentEdit) and e.operator.code.hook_name == hook
+    ]
+    for code in latent:
+        check_sae(code.sae_checksum, code.hook_name, sae, where=f"a latent edit of {path}")
+    if hook and (hook == steered or sites or latent):
+        if hook == steered:
+            return sae, sae, []
+        note = (
+            f"The SAE reads {hook}, not the steered hook {steered} (the residual after the last "
+            f"edit), so Δz is not measured there; its latents describe the edits at {sites}."
+        )
+        return sae, None, [note]
+    residual = sorted(
+        {e.site.tl_hook for e in intervention.edits if e.site.stream in ("resid_pre", "resid_post")}
+    )
+    problem = (
+        f"the SAE {path} reads {hook!r}"
+        if hook
+        else f"the SAE {path} records no hook_name, so it is unknown where it reads"
+    )
+    if given:
+        raise ValueError(
+            f"The {intervention.method} intervention edits {intervention.hook_name} and is "
+            f"measured at {steered}, but {problem}: it fits none of them. Pass --sae with the SAE "
+            f"of {[steered, *residual]} (Δz at the steered hook; nearest latents of a residual "
+            "site's directions), or drop --sae."
+        )
+    note = f"Not used: {problem}, which the intervention neither edits nor is measured at."
+    return None, None, [note]
+
+
 def load_inputs(
     config: AuditConfig, model: Any = None, tokenizer: Any = None, generator: Any = None
 ) -> dict[str, Any]:
@@ -83,8 +139,12 @@ def load_inputs(
             f"SAE folder {sae_path} does not exist; pass the code's SAE with --sae DIR."
         )
     sae = load_sae(sae_path, config.device) if sae_path else None
+    steered_sae, notes = sae, []
     if sae is not None and isinstance(code, LatentCode):
         check_sae(code.sae_checksum, code.hook_name, sae, where=config.steer)
+    if sae is not None and isinstance(code, Intervention):
+        sae, steered_sae, notes = intervention_sae(code, sae, sae_path, bool(config.sae))
+        sae_path = sae_path if sae is not None else ""
     later_sae = load_sae(config.later_sae, config.device) if config.later_sae else None
     chosen = _behaviour(config, trained)
     chat = config.chat if config.chat is not None else chosen.chat
@@ -108,6 +168,8 @@ def load_inputs(
         "tokenizer": tokenizer,
         "generator": generator,
         "sae": sae,
+        "steered_sae": steered_sae,
+        "notes": notes,
         "later_sae": later_sae,
         "later": later_layer(code, model.cfg.n_layers, config.later_layer, later_sae),
         "behaviour": chosen,

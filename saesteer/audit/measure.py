@@ -1,19 +1,37 @@
 """Model runs behind the audit's numbers (formulas in `saesteer.audit.metrics`).
 
-Steering at hook H (`blocks.l.hook_resid_post` or `..._pre`) edits the residual h_H only, so for
-every text the unsteered residual at H is computed once and each strength runs only the blocks above:
+What is audited is an `Intervention` (a steering code is its one-edit intervention, `as_intervention`):
+edits at sites (`saesteer.steer.sites`) under one strength α. Nothing below its lowest site changes,
+so for every text the unsteered residual entering the first edited block is computed once, and each
+strength runs only the blocks from there up (a `Plan`):
 
-    h   = blocks[:s](embed(x))               s = l + 1 for resid_post, l for resid_pre
-    h'  = code.apply(h, α)                   (every position, as `steer(..., positions="all")`)
-    h_L = blocks[s:L+1](h')                  the later layer's resid_post
-    logits = unembed(blocks[s:](h'))
+    s    = min over edits of (l + 1 for a resid_post site at l, else l)   the first block edited
+    h    = blocks[:s](embed(x))                          cached once, unsteered [T, d_model]
+    h'   = below(h, α)       the edits at blocks.{s−1}.resid_post, then those at blocks.{s}.resid_pre,
+                             applied to h directly (in list order, as their hooks would)
+    run(h', t) = blocks[s:t](h') inside steer(model, upper, α)    upper = every other edit: TL's
+                             block forward fires hook_resid_pre, the ln1/ln2 modules, hook_attn_out,
+                             hook_mlp_out and hook_resid_post also when run with start_at_layer
+    logits = unembed(run(h', None))
 
-This equals running the whole model under `steer(model, code, α)`; the tests check it. Texts run one
-at a time (no padding), except preference pairs, which are right-padded (harmless in a causal model).
+The steered layer H, where "what it did" is measured, is the residual stream just after the last
+edit: blocks.m.hook_resid_post with m the largest edited layer, or blocks.m.hook_resid_pre when every
+edit at layer m is at resid_pre. So a steering code is measured at its own hook, as before:
+
+    h_H = run(h', m + 1)                  H = blocks.m.hook_resid_post
+    h_H = pre_m(run(h', m), α)            H = blocks.m.hook_resid_pre  (m = s: h_H = h')
+    h_L = run(h', L + 1)                  the later layer's resid_post, L ≥ the first block after H
+
+A steering code has no upper edits: nothing is hooked, no block runs below H, and h_H = h' =
+code.apply(h, α), exactly as `code.apply`. All of this equals running the whole model under
+`steer(model, intervention, α, positions="all")`; the tests check it. Texts run one at a time (no
+padding), except preference pairs and neutral prompts, which are right-padded (harmless in a causal
+model: every real position sees only real tokens).
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,15 +39,85 @@ from typing import Any
 import torch
 
 from saesteer.audit.metrics import token_logprobs
+from saesteer.hook_names import resid_post
 from saesteer.steer.batching import TokenizedPairs, completion_logprobs
 from saesteer.steer.codes import SteeringCode
+from saesteer.steer.hooks import steer
+from saesteer.steer.intervention import Edit, Intervention, as_intervention
 
 PAIR_CHUNK = 16
 
 
+def start_block(intervention: Intervention) -> int:
+    """s = min over edits of (l + 1 for a resid_post site at l, else l): the first block edited."""
+    return min(
+        site.layer + 1 if site.stream == "resid_post" else site.layer for site in intervention.sites
+    )
+
+
+def steered_hook(intervention: Intervention) -> str:
+    """H: the residual hook just after the last edit (module docstring)."""
+    last = max(site.layer for site in intervention.sites)
+    streams = {site.stream for site in intervention.sites if site.layer == last}
+    return f"blocks.{last}.hook_resid_pre" if streams == {"resid_pre"} else resid_post(last)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How an intervention runs from the residual h cached below it (module docstring)."""
+
+    start: int  # s
+    bottom: tuple[Edit, ...]  # applied to h by hand: resid_post of s − 1, then resid_pre of s
+    upper: Intervention | None  # every other edit, fired by its hook inside `steer`
+    hook: str  # H, the steered layer's residual hook
+    hook_stop: int  # the block H's residual enters (m + 1 for resid_post m, m for resid_pre m)
+    hook_edits: tuple[Edit, ...]  # resid_pre edits at H applied by hand after run(h', m) (m > s)
+
+    @property
+    def at_cache(self) -> bool:
+        """True when H is the cached residual itself (every steering code): h_H = below(h, α)."""
+        return self.hook_stop == self.start
+
+
+def make_plan(code: SteeringCode | Intervention, model: Any) -> Plan:
+    """The `Plan` of a code or intervention on `model` (its edits placed on the model's device and
+    dtype once, so no run moves them)."""
+    intervention = as_intervention(code).to(model.cfg.device, model.cfg.dtype)
+    start = start_block(intervention)
+    hook = steered_hook(intervention)
+    edits = intervention.edits
+
+    def at(layer: int, stream: str) -> tuple[Edit, ...]:
+        return tuple(e for e in edits if (e.site.layer, e.site.stream) == (layer, stream))
+
+    bottom = at(start - 1, "resid_post") + at(start, "resid_pre")
+    others = [e for e in edits if all(e is not b for b in bottom)]
+    upper = (
+        Intervention(others, intervention.method, intervention.model_name, intervention.meta)
+        if others
+        else None
+    )
+    layer = max(site.layer for site in intervention.sites)
+    pre = hook.endswith("hook_resid_pre")
+    hook_stop = layer if pre else layer + 1
+    hook_edits = at(layer, "resid_pre") if pre and layer > start else ()
+    return Plan(start, bottom, upper, hook, hook_stop, hook_edits)
+
+
+def _apply(edits: Sequence[Edit], h: torch.Tensor, alpha: float) -> torch.Tensor:
+    for edit in edits:
+        h = edit.apply(h, alpha)
+    return h
+
+
+def below(plan: Plan, h: torch.Tensor, alpha: float) -> torch.Tensor:
+    """h' = the bottom edits applied to the cached residual h [..., d] (α = 0: h itself)."""
+    return _apply(plan.bottom, h, alpha)
+
+
 @dataclass
 class Residuals:
-    """Token ids [T] of texts and their unsteered residual at the steered hook [T, d_model]."""
+    """Token ids [T] of texts and their unsteered residual entering block s [T, d_model]."""
 
     ids: list[torch.Tensor]
     resid: list[torch.Tensor]
@@ -57,16 +145,42 @@ def right_padded(ids: Sequence[torch.Tensor], pad: int) -> tuple[torch.Tensor, t
 @torch.no_grad()
 def run_above(model: Any, h: torch.Tensor, start: int, stop: int | None = None) -> torch.Tensor:
     """blocks[start:stop](h) for h [T, d] or [N, T, d] (stop None: through the unembedding → logits)."""
+    if stop is not None and stop <= start:
+        return h
     if h.ndim == 2:
         return model(h[None], start_at_layer=start, stop_at_layer=stop)[0]
     return model(h, start_at_layer=start, stop_at_layer=stop)
 
 
-def steered(code: SteeringCode | None, h: torch.Tensor, alpha: float) -> torch.Tensor:
-    """h' = code.apply(h, α) in h's dtype/device (no code or α = 0: h itself)."""
-    if code is None or alpha == 0:
-        return h
-    return code.to(h.device, h.dtype).apply(h, alpha)
+@torch.no_grad()
+def forward(
+    model: Any, plan: Plan, h: torch.Tensor, alpha: float, stop: int | None = None
+) -> torch.Tensor:
+    """run(below(h, α), stop): the steered blocks[s:stop] from the cached h [T, d] or [N, T, d]
+    (stop None: the logits; α = 0: the unsteered run, nothing hooked)."""
+    if alpha == 0:
+        return run_above(model, h, plan.start, stop)
+    h = below(plan, h, alpha)
+    hooked = plan.upper is not None and (stop is None or stop > plan.start)
+    context = steer(model, plan.upper, alpha) if hooked else contextlib.nullcontext()
+    with context:
+        return run_above(model, h, plan.start, stop)
+
+
+@torch.no_grad()
+def at_hook(model: Any, plan: Plan, h: torch.Tensor, alpha: float) -> torch.Tensor:
+    """h_H: the residual at the steered hook H from the cached h [T, d] (module docstring)."""
+    return _apply(plan.hook_edits, forward(model, plan, h, alpha, plan.hook_stop), alpha)
+
+
+@torch.no_grad()
+def hook_states(
+    model: Any, plan: Plan, resid: Sequence[torch.Tensor], alpha: float
+) -> torch.Tensor:
+    """h_H of every token of every text [Σ T, d] (a code: below(h, α) on all tokens at once)."""
+    if plan.at_cache:
+        return below(plan, torch.cat(list(resid)), alpha)
+    return torch.cat([at_hook(model, plan, h, alpha) for h in resid])
 
 
 @torch.no_grad()
@@ -87,7 +201,7 @@ def generation_logprobs(
 
 @dataclass
 class PairResiduals:
-    """Tokenized validation pairs, their residual at the hook [rows, T, d] and log π_0 [rows]."""
+    """Tokenized validation pairs, their residual entering block s [rows, T, d] and log π_0 [rows]."""
 
     tokens: TokenizedPairs
     resid: torch.Tensor
@@ -96,7 +210,7 @@ class PairResiduals:
 
 @torch.no_grad()
 def pair_residuals(model: Any, tokens: TokenizedPairs, start: int) -> PairResiduals:
-    """Cache h at the hook for every pair row, and the unsteered completion log-probs."""
+    """Cache h entering block s for every pair row, and the unsteered completion log-probs."""
     device = model.cfg.device
     resid, logp = [], []
     for lo in range(0, tokens.input_ids.shape[0], PAIR_CHUNK):
@@ -111,14 +225,12 @@ def pair_residuals(model: Any, tokens: TokenizedPairs, start: int) -> PairResidu
 
 
 @torch.no_grad()
-def pair_logprobs(
-    model: Any, pairs: PairResiduals, start: int, code: SteeringCode | None, alpha: float
-) -> torch.Tensor:
-    """log π_α(y | x) per row [rows] with h' = code.apply(h, α) at the hook."""
+def pair_logprobs(model: Any, pairs: PairResiduals, plan: Plan, alpha: float) -> torch.Tensor:
+    """log π_α(y | x) per row [rows]: the logits of `forward(plan, h, α)` from the cached h."""
     out = []
     for lo in range(0, pairs.resid.shape[0], PAIR_CHUNK):
-        h = steered(code, pairs.resid[lo : lo + PAIR_CHUNK], alpha)
+        h = pairs.resid[lo : lo + PAIR_CHUNK]
         ids = pairs.tokens.input_ids[lo : lo + PAIR_CHUNK].to(h.device)
         mask = pairs.tokens.target_mask[lo : lo + PAIR_CHUNK].to(h.device)
-        out.append(completion_logprobs(model(h, start_at_layer=start), ids, mask))
+        out.append(completion_logprobs(forward(model, plan, h, alpha), ids, mask))
     return torch.cat(out).cpu()

@@ -1,5 +1,9 @@
 """report.html: one static page (inline CSS, no script, no network) rendered from report.json.
 
+A code's "what it is" is its latents table (`#latents`); an intervention's is its edits table
+(`#edits`, one row per edit with `data-site`), then per edit its directions' logit lens and nearest
+SAE latents and a latent edit's latents; one note says why norm-output sites have none.
+
 Every generated string (model text, token text, paths) goes through `html.escape`. Numbers are
 printed with 4 significant digits (`fmt`); each sweep-table cell carries `data-metric` and
 `data-alpha` attributes so tools and tests can read values back from the page.
@@ -84,8 +88,14 @@ def _sweep_table(sweep: list[dict[str, Any]]) -> str:
 
 def _latents(about: dict[str, Any]) -> str:
     weight = "value v_i" if about["kind"] == "latent" else "cosine"
+    note = f"<p class='muted'>{escape(about['note'])}</p>" if about.get("note") else ""
+    return note + _latent_table(about["latents"], weight, "id='latents'")
+
+
+def _latent_table(cards: list[dict[str, Any]], weight: str, attributes: str) -> str:
+    """Latent cards as a table: index (linked), weight, density, top contexts, logit lens."""
     rows = []
-    for card in about["latents"]:
+    for card in cards:
         index = escape(str(card["index"]))
         name = (
             f'<a href="{escape(card["link"], quote=True)}">{index}</a>' if card["link"] else index
@@ -98,19 +108,121 @@ def _latents(about: dict[str, Any]) -> str:
             )
             or '<span class="muted">no feature-discovery data</span>'
         )
-        promoted = " ".join(f"<code>{escape(t)}</code>" for t in card["promoted"])
-        suppressed = " ".join(f"<code>{escape(t)}</code>" for t in card["suppressed"])
         rows.append(
             f'<tr data-latent="{index}"><td>{name}</td><td>{fmt(card["weight"])}</td>'
             f"<td>{fmt(card.get('density'))}</td><td class='text'>{contexts}</td>"
-            f"<td class='text'>↑ {promoted}<br>↓ {suppressed}</td></tr>"
+            f"<td class='text'>{_lens(card)}</td></tr>"
         )
-    note = f"<p class='muted'>{escape(about['note'])}</p>" if about.get("note") else ""
     return (
-        f"{note}<table id='latents'><tr><th>latent</th><th>{weight}</th><th>density</th>"
+        f"<table {attributes}><tr><th>latent</th><th>{escape(weight)}</th><th>density</th>"
         "<th class='text'>top contexts</th><th class='text'>logit lens</th></tr>"
         f"{''.join(rows)}</table>"
     )
+
+
+def _lens(card: dict[str, Any]) -> str:
+    promoted = " ".join(f"<code>{escape(t)}</code>" for t in card["promoted"])
+    suppressed = " ".join(f"<code>{escape(t)}</code>" for t in card["suppressed"])
+    return f"↑ {promoted}<br>↓ {suppressed}"
+
+
+def _value(value: Any) -> str:
+    return escape(value) if isinstance(value, str) else fmt(value)
+
+
+def _params(params: dict[str, Any]) -> str:
+    return ", ".join(f"{escape(str(k))} = {_value(v)}" for k, v in params.items()) or "–"
+
+
+def _gate(gate: dict[str, Any] | None) -> str:
+    """A gate as "projection: open where û·h < τ = 0.5 (û: the operator's û)"."""
+    if gate is None:
+        return "<span class='muted'>none (every token)</span>"
+    sign = "<" if gate.get("side") == "below" else ">"
+    direction = str(gate.get("direction"))
+    whose = "its own direction" if direction == "gate û" else f"the operator's {direction}"
+    rest = {k: v for k, v in gate.items() if k not in ("kind", "threshold", "side", "direction")}
+    extra = f"; {_params(rest)}" if rest else ""
+    return (
+        f"{escape(str(gate['kind']))}: open where û·h {sign} τ = {_value(gate.get('threshold'))} "
+        f"(û: {escape(whose)}){extra}"
+    )
+
+
+def _edits_table(edits: list[dict[str, Any]]) -> str:
+    rows = []
+    for j, edit in enumerate(edits):
+        site = escape(edit["site"], quote=True)
+        operator = edit["operator"]
+        rows.append(
+            f'<tr data-edit="{j}" data-site="{site}"><td>{j}</td><td class="text"><code>{site}'
+            f'</code></td><td class="text">{escape(operator["kind"])}</td><td class="text">'
+            f'{_params(operator["params"])}</td><td class="text">{_gate(edit["gate"])}</td></tr>'
+        )
+    return (
+        "<table id='edits'><tr><th>#</th><th class='text'>site</th><th class='text'>operator</th>"
+        "<th class='text'>parameters</th><th class='text'>gate</th></tr>"
+        f"{''.join(rows)}</table>"
+    )
+
+
+def _directions(edit: dict[str, Any]) -> str:
+    """One edit's directions (name, norm, logit lens, nearest latents) and latents, or ""."""
+    parts, rows = [], []
+    for card in edit["directions"]:
+        latents = ", ".join(
+            f'<a href="{escape(c["link"], quote=True)}">{c["index"]}</a> ({c["weight"]:+.3f})'
+            if c["link"]
+            else f"{c['index']} ({c['weight']:+.3f})"
+            for c in card.get("latents", [])
+        )
+        name = escape(card["name"], quote=True)
+        rows.append(
+            f'<tr data-direction="{name}"><td class="text">{name}</td><td>{fmt(card["norm"])}</td>'
+            f"<td class='text'>{_lens(card)}</td>"
+            f"<td class='text'>{latents or '<span class=muted>no SAE of this site</span>'}</td></tr>"
+        )
+    if rows:
+        parts.append(
+            "<table class='directions'><tr><th class='text'>direction</th><th>norm</th>"
+            "<th class='text'>logit lens</th><th class='text'>nearest SAE latents (cosine)</th>"
+            f"</tr>{''.join(rows)}</table>"
+        )
+    if edit.get("latents"):
+        parts.append(_latent_table(edit["latents"], "value v_i", "class='latents'"))
+    return "".join(parts)
+
+
+def _intervention(about: dict[str, Any]) -> str:
+    """The edits table, then each edit's directions; norm-output sites share one note."""
+    mask = about.get("layer_mask")
+    hook = escape(about["steered_hook"])
+    notes = "".join(f"<p class='muted'>{escape(note)}</p>" for note in about.get("notes", []))
+    sites = ", ".join(f"<code>{escape(site)}</code>" for site in about["sites"])
+    parts = [
+        f"<p>Sites: {sites}."
+        + (f" Layer mask: {escape(', '.join(map(str, mask)))}." if mask else "")
+        + f" The steered layer is <code>{hook}</code>, the residual stream after the last edit.</p>",
+        notes,
+        _edits_table(about["edits"]),
+    ]
+    norm_sites = [e["site"] for e in about["edits"] if e["stream"] in ("attn_in", "mlp_in")]
+    if norm_sites:
+        listed = ", ".join(f"<code>{escape(site)}</code>" for site in dict.fromkeys(norm_sites))
+        parts.append(
+            f"<p class='muted'>The edits at norm-output sites ({listed}) change what attention "
+            "or the MLP reads (γ ⊙ h / rms(h)) and write nothing to the residual stream, so their "
+            f"directions have no logit lens or SAE latents; their effect is the residual change at "
+            f"<code>{hook}</code>.</p>"
+        )
+    for j, edit in enumerate(about["edits"]):
+        body = _directions(edit)
+        if body:
+            parts.append(
+                f'<div class="edit" data-edit="{j}"><h4>edit {j}: <code>{escape(edit["site"])}'
+                f"</code> {escape(edit['operator']['kind'])}</h4>{body}</div>"
+            )
+    return "".join(parts)
 
 
 def _changes(sweep: list[dict[str, Any]]) -> str:
@@ -167,14 +279,36 @@ def _generations(sweep: list[dict[str, Any]], n: int) -> str:
     return "".join(parts)
 
 
-def render_html(report: dict[str, Any], curve_png: str) -> str:
-    """The whole page for `report` (the dict written to report.json)."""
-    about = report["what_it_is"]
+def _summary(about: dict[str, Any]) -> str:
+    """The page's first sentence: what is audited, where, and its size."""
+    method, model = escape(about["method"]), escape(about["model_name"])
+    if about["kind"] == "intervention":
+        n_sites = len(about["sites"])
+        return (
+            f"<b>{method}</b> intervention of <code>{model}</code>: {about['n_edits']} edit"
+            f"{'s' if about['n_edits'] != 1 else ''} at {n_sites} site{'s' if n_sites != 1 else ''}"
+        )
     size = (
         f"{about['support_size']} latents (‖v‖₁ = {fmt(about['l1'])})"
         if about["kind"] == "latent"
         else f"dense vector, ‖v‖ = {fmt(about['norm'])}"
     )
+    return (
+        f"<b>{method}</b> code at <code>{escape(about['hook_name'])}</code> of\n"
+        f"<code>{model}</code>: {size}"
+    )
+
+
+def _steered_hook(about: dict[str, Any]) -> str:
+    """For an intervention, which hook "the steered layer" is (a code's is its own hook)."""
+    if about["kind"] != "intervention":
+        return ""
+    return f" (<code>{escape(about['steered_hook'])}</code>, after the last edit)"
+
+
+def render_html(report: dict[str, Any], curve_png: str) -> str:
+    """The whole page for `report` (the dict written to report.json)."""
+    about = report["what_it_is"]
     later = report["later_layer"]
     config = escape(json.dumps(report["config"], indent=2))
     versions = escape(json.dumps(report["versions"]))
@@ -184,21 +318,20 @@ def render_html(report: dict[str, Any], curve_png: str) -> str:
 <title>Steering audit: {escape(about["method"])} · {escape(report["behaviour"])}</title>
 <style>{STYLE}</style></head><body>
 <h1>Steering audit</h1>
-<p><b>{escape(about["method"])}</b> code at <code>{escape(about["hook_name"])}</code> of
-<code>{escape(about["model_name"])}</code>: {size}. Behaviour <b>{escape(report["behaviour"])}</b>
+<p>{_summary(about)}. Behaviour <b>{escape(report["behaviour"])}</b>
 ({escape(report["behaviour_description"])}); {report["n_prompts"]} held-out prompts,
 {report["n_pairs"]} validation pairs, {report["n_neutral"]} neutral prompts.
 Code: <code>{escape(report["code_path"])}</code>.</p>
 <h2>Strength sweep</h2>
 <p class="muted">Did it work: success rate, log-odds, preference accuracy. What it cost: perplexity
 (coherence), repetition, KL drift on neutral prompts. What it did: residual-stream norm change at
-the steered layer and the edit size at the later layer
+the steered layer{_steered_hook(about)} and the edit size at the later layer
 ({"blocks." + str(later) + ".hook_resid_post" if later is not None else "none"}).
 The α = 0 row is the unsteered baseline.</p>
 {_sweep_table(report["sweep"])}
 <img src="{escape(curve_png, quote=True)}" alt="strength curve: success against coherence">
 <h2>What it is</h2>
-{_latents(about)}
+{_intervention(about) if about["kind"] == "intervention" else _latents(about)}
 <h2>What it did</h2>
 <h3>Latents that changed most (mean Δz over the prompts' tokens)</h3>
 {_changes(report["sweep"])}

@@ -1,4 +1,5 @@
-"""`run_audit(config)`: sweep a steering code's strength and report what it is, did, achieved, cost.
+"""`run_audit(config)`: sweep a steering code's or intervention's strength and report what it is,
+did, achieved and cost.
 
 For every α in the sweep (α = 0 is the unsteered baseline), on held-out data:
 
@@ -8,6 +9,11 @@ For every α in the sweep (α = 0 is the unsteered baseline), on held-out data:
                   repetition, and KL drift of next-token distributions on neutral prompts
     what it did   latent changes Δz at the steered layer (and at a later layer with its SAE),
                   residual-norm change at both layers, and per token for one prompt
+
+The steered layer H is a code's own hook; for an intervention it is the residual stream leaving
+its last edited block, blocks.m.hook_resid_post with m its largest site layer (blocks.m.hook_resid_pre
+when every edit at m is at resid_pre; `saesteer.audit.measure.steered_hook`). Δz there needs an SAE of
+H (--sae); the later layer L comes after H.
 
 Formulas: `saesteer.audit.metrics`; how the model is run: `saesteer.audit.measure`. Outputs in
 `config.out`: report.json, report.html and strength_curve.png (written atomically).
@@ -28,8 +34,9 @@ from saesteer.audit import measure, metrics
 from saesteer.audit.config import AuditConfig
 from saesteer.audit.describe import describe_code
 from saesteer.config import config_to_dict
-from saesteer.hook_names import parse_hook_name, resid_post
+from saesteer.hook_names import hook_layer, parse_hook_name, resid_post, start_layer
 from saesteer.steer.codes import LatentCode, SteeringCode
+from saesteer.steer.intervention import Intervention, as_intervention
 
 REPORT_JSON = "report.json"
 REPORT_HTML = "report.html"
@@ -57,22 +64,33 @@ class AuditResult:
         return self.out / CURVE_PNG
 
 
-def later_layer(code: SteeringCode, n_layers: int, requested: int, later_sae: Any) -> int | None:
+def later_layer(
+    code: SteeringCode | Intervention, n_layers: int, requested: int, later_sae: Any
+) -> int | None:
     """The later layer L whose resid_post is measured: `requested` (≥ 0), the later SAE's layer,
-    else l + max(1, n_layers // 6) capped at the last block; None when no block follows the hook."""
-    start = _start(code)
+    else m + max(1, n_layers // 6) capped at the last block, m the steered hook H's layer
+    (`measure.steered_hook`: a code's own hook, an intervention's residual after its last edit).
+    L must come after H; None when no block follows H (then a later SAE is an error)."""
+    hook = measure.steered_hook(as_intervention(code))
+    first = start_layer(hook)
     if requested >= 0:
         chosen = requested
     elif later_sae is not None:
         chosen = parse_hook_name(later_sae.cfg.hook_name)[0]
     else:
-        chosen = min(n_layers - 1, code.layer + max(1, n_layers // 6))
-    if start > n_layers - 1:
+        chosen = min(n_layers - 1, hook_layer(hook) + max(1, n_layers // 6))
+    where = hook if isinstance(code, SteeringCode) else _after_last_edit(code, hook)
+    if first > n_layers - 1:
+        if later_sae is not None:
+            raise ValueError(
+                f"--later-sae reads {later_sae.cfg.hook_name!r}, but no block follows the steered "
+                f"hook {where} in this {n_layers}-layer model; drop --later-sae."
+            )
         return None
-    if not start <= chosen < n_layers:
+    if not first <= chosen < n_layers:
         raise ValueError(
-            f"--later-layer {chosen} must lie after the steered hook {code.hook_name} "
-            f"(blocks {start}..{n_layers - 1})."
+            f"--later-layer {chosen} must lie after the steered hook {where} "
+            f"(blocks {first}..{n_layers - 1})."
         )
     if later_sae is not None and later_sae.cfg.hook_name != resid_post(chosen):
         raise ValueError(
@@ -82,9 +100,12 @@ def later_layer(code: SteeringCode, n_layers: int, requested: int, later_sae: An
     return chosen
 
 
-def _start(code: SteeringCode) -> int:
-    layer, where = parse_hook_name(code.hook_name)
-    return layer + 1 if where == "post" else layer
+def _after_last_edit(intervention: Intervention, hook: str) -> str:
+    """How messages name an intervention's steered hook."""
+    return (
+        f"{hook} (the residual after the last edit of the {intervention.method} intervention at "
+        f"{intervention.hook_name})"
+    )
 
 
 def _until_eos(row: torch.Tensor, eos: int | None) -> torch.Tensor:
@@ -112,11 +133,13 @@ class _Auditor:
     def __init__(self, cfg: AuditConfig, setup: dict[str, Any]) -> None:
         self.cfg = cfg
         self.__dict__.update(setup)
-        model, code = self.model, self.code
-        self.start = _start(code)
+        self.steered_sae = setup.get("steered_sae", setup.get("sae"))  # the SAE of the steered hook
+        model = self.model
+        self.plan = measure.make_plan(self.code, model)
+        self.start = self.plan.start
         self.prompt_ids = [self._prompt_ids(p) for p in self.prompts]
         self.prompt_res = measure.residuals(model, self.prompt_ids, self.start)
-        self.h0 = torch.cat(self.prompt_res.resid)  # [all prompt tokens, d]
+        self.h0 = measure.hook_states(model, self.plan, self.prompt_res.resid, 0.0)  # [tokens, d]
         pad = self.tokenizer.pad_token_id or 0
         neutral_ids, self.neutral_mask = measure.right_padded(
             [self._prompt_ids(p, chat=False) for p in self.neutral], pad
@@ -124,9 +147,10 @@ class _Auditor:
         self.neutral_h = model(neutral_ids.to(model.cfg.device), stop_at_layer=self.start)
         self.neutral_logits = measure.run_above(model, self.neutral_h, self.start)
         self.pairs = measure.pair_residuals(model, self.pair_tokens, self.start)
-        self.z0 = self.sae.encode(self.h0) if self.sae is not None else None
+        self.z0 = self.steered_sae.encode(self.h0) if self.steered_sae is not None else None
         self.hL0 = self._later(self.prompt_res.resid, 0.0)
-        self.zL0 = self.later_sae.encode(self.hL0) if self.later_sae is not None else None
+        later_sae = self.later_sae if self.hL0 is not None else None
+        self.zL0 = later_sae.encode(self.hL0) if later_sae is not None else None
 
     def _prompt_ids(self, prompt: str, chat: bool | None = None) -> torch.Tensor:
         from saesteer.generation import prompt_token_ids
@@ -137,12 +161,7 @@ class _Auditor:
         if self.later is None:
             return None
         return torch.cat(
-            [
-                measure.run_above(
-                    self.model, measure.steered(self.code, h, alpha), self.start, self.later + 1
-                )
-                for h in resid
-            ]
+            [measure.forward(self.model, self.plan, h, alpha, self.later + 1) for h in resid]
         )
 
     def _generate(self, alpha: float) -> list[torch.Tensor]:
@@ -165,14 +184,14 @@ class _Auditor:
         return [_until_eos(row, eos) for row in new]
 
     def sweep_point(self, alpha: float) -> dict[str, Any]:
-        cfg, code, model = self.cfg, self.code, self.model
+        cfg, model = self.cfg, self.model
         generated = self._generate(alpha)
         texts = [self.tokenizer.decode(g, skip_special_tokens=True).strip() for g in generated]
         scores = [self.behaviour.score(t) for t in texts]
         logprobs = measure.generation_logprobs(model, self.prompt_ids, generated)
-        neutral = measure.run_above(model, measure.steered(code, self.neutral_h, alpha), self.start)
+        neutral = measure.forward(model, self.plan, self.neutral_h, alpha)
         kl = metrics.next_token_kl(self.neutral_logits, neutral, self.neutral_mask)
-        logp = measure.pair_logprobs(model, self.pairs, self.start, code, alpha)
+        logp = measure.pair_logprobs(model, self.pairs, self.plan, alpha)
         states = self._states(alpha)
         point: dict[str, Any] = {
             "alpha": alpha,
@@ -183,7 +202,7 @@ class _Auditor:
             "repetition": metrics.mean_ngram_repetition([g.tolist() for g in generated], cfg.ngram),
             "kl_neutral": kl,
             "mean_new_tokens": sum(len(g) for g in generated) / len(generated),
-            "steered_layer": {"hook": code.hook_name, **metrics.norm_change(self.h0, states["h"])},
+            "steered_layer": {"hook": self.plan.hook, **metrics.norm_change(self.h0, states["h"])},
             "generations": [
                 {"prompt": p, "text": t, "score": s, "success": self.behaviour.succeeded(t)}
                 for p, t, s in zip(self.prompts, texts, scores, strict=True)
@@ -204,11 +223,11 @@ class _Auditor:
         return point
 
     def _states(self, alpha: float) -> dict[str, torch.Tensor]:
-        """Steered states of all prompt tokens at α: h' at the hook, z' = encode(h') (with an SAE),
-        h'_L at the later layer and z'_L (with a later SAE); each [prompt tokens, ...]."""
-        states = {"h": measure.steered(self.code, self.h0, alpha)}
-        if self.sae is not None:
-            states["z"] = self.sae.encode(states["h"])
+        """Steered states of all prompt tokens at α: h' at the steered hook H, z' = encode(h') (with
+        an SAE of H), h'_L at the later layer and z'_L (with a later SAE); each [prompt tokens, ...]."""
+        states = {"h": measure.hook_states(self.model, self.plan, self.prompt_res.resid, alpha)}
+        if self.steered_sae is not None:
+            states["z"] = self.steered_sae.encode(states["h"])
         if self.later is not None:
             states["hL"] = self._later(self.prompt_res.resid, alpha)
             if self.later_sae is not None:
@@ -267,22 +286,25 @@ def _audit(config: AuditConfig, output, setup: dict[str, Any]) -> AuditResult:
     points = [auditor.sweep_point(alpha) for alpha in config.alphas]
     out = Path(config.out)
     code = setup["code"]
+    about = describe_code(
+        code,
+        setup["model"],
+        setup["tokenizer"],
+        setup["sae"],
+        setup["stats"],
+        setup["dashboard"],
+        out,
+        config.n_latents,
+    )
+    if setup.get("notes"):
+        about["notes"] = [*about.get("notes", []), *setup["notes"]]
     report = {
         "format": "saesteer-audit/1",
         "code_path": str(config.steer),
         "behaviour": setup["behaviour"].name,
         "behaviour_description": setup["behaviour"].description,
         "chat": setup["chat"],
-        "what_it_is": describe_code(
-            code,
-            setup["model"],
-            setup["tokenizer"],
-            setup["sae"],
-            setup["stats"],
-            setup["dashboard"],
-            out,
-            config.n_latents,
-        ),
+        "what_it_is": about,
         "training": {
             k: code.meta.get(k)
             for k in ("val_accuracy", "val_accuracy_reversed", "data_checksum", "train_seconds")

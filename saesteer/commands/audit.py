@@ -1,10 +1,13 @@
-"""`saesteer audit`: sweep a steering code's strength and write report.html + report.json."""
+"""`saesteer audit`: sweep a code's or intervention's strength; write report.html + report.json."""
 
 from __future__ import annotations
 
 import argparse
 
-HELP = "Audit a steering code over a sweep of strengths: latents, effect, success and cost (HTML + JSON)."
+HELP = (
+    "Audit a steering code or intervention over a sweep of strengths: what it edits, its effect, "
+    "success and cost (HTML + JSON)."
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

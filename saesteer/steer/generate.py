@@ -25,6 +25,7 @@ import torch
 from saesteer.generation import prompt_token_ids
 from saesteer.steer.codes import SteeringCode
 from saesteer.steer.hooks import is_hooked_transformer, steer
+from saesteer.steer.intervention import Intervention
 
 
 def batch_prompt_ids(
@@ -135,7 +136,7 @@ def generate_ids_steered(
     model,
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
-    code: SteeringCode | None = None,
+    code: SteeringCode | Intervention | None = None,
     alpha: float = 0.0,
     positions: str = "all",
     max_new_tokens: int = 48,
@@ -192,7 +193,7 @@ def generate_steered(
     model,
     tokenizer: Any,
     prompts: Sequence[str],
-    code: SteeringCode | None = None,
+    code: SteeringCode | Intervention | None = None,
     alpha: float = 0.0,
     positions: str = "all",
     chat: bool = False,

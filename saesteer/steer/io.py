@@ -90,7 +90,8 @@ def save_code(code: SteeringCode | Intervention, path: str | os.PathLike) -> Pat
 
 
 def _write_folder(path: Path, tensors: dict[str, torch.Tensor], record: dict[str, Any]) -> Path:
-    tensors = {k: t.detach().cpu().contiguous() for k, t in tensors.items()}
+    # one copy each: edits may share a tensor (one operator at many sites), safetensors refuses that
+    tensors = {k: t.detach().cpu().clone().contiguous() for k, t in tensors.items()}
     atomic_write_bytes(path / WEIGHTS_FILE, save(tensors))
     atomic_write_bytes(path / META_FILE, json.dumps(record, indent=2, default=str).encode())
     return path
