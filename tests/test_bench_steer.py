@@ -258,3 +258,17 @@ def test_help_reads_well(capsys):
     for flag in ("--behaviours", "--methods", "--alphas", "--seeds", "--budget", "--capability"):
         assert flag in text
     assert "rerun the same command to continue" in text
+
+
+def test_an_intervention_method_runs_in_the_benchmark(tiny_model, tmp_path):
+    """A gated multi-operator method (stmp) goes through fit → save → reload → cells like a code."""
+    from saesteer.steer.intervention import Intervention
+    from saesteer.steer.io import load_code
+
+    model, tokenizer = tiny_model
+    result = run_bench(_config(tmp_path / "grid", methods=["stmp"], alphas="1"), model, tokenizer)
+    assert result.failures == []
+    row = _row(result, "stmp", 1.0)
+    assert row["ppl"] > 0 and 0 <= row["success_rate"] <= 1
+    saved = load_code(next((tmp_path / "grid" / "codes").rglob("code.json")).parent)
+    assert isinstance(saved, Intervention) and saved.edits[0].gate is not None
