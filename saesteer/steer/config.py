@@ -12,6 +12,7 @@ METHODS = CODE_METHODS + INTERVENTION_METHODS
 SELECTIVE_MODES = ("standard", "adaptive")
 PROBE_TARGETS = ("mean", "threshold")
 PROBE_CONTRASTS = ("completions", "instructed")
+CDAS_INITS = ("mean-diff", "random")
 REDUCTIONS = ("pca", "mean")
 YAPO_MODES = ("refit", "reference", "anneal", "l1")
 SUPPORT_RULES = ("effect", "magnitude", "omp", "mean-diff")  # saesteer.steer.sparse_support, train
@@ -148,6 +149,12 @@ class TrainSteerConfig:
     cdas_lr: float = option(
         0.04, "cdas: AdamW learning rate of the rank-1 direction (linear decay)"
     )
+    cdas_init: str = option(
+        "mean-diff",
+        "cdas: starting direction: mean-diff (difference of the two instructions' last-prompt "
+        "activations) | random (seeded Gaussian, the reference's choice)",
+        choices=list(CDAS_INITS),
+    )
     max_pairs: int = option(0, "training pairs used, from the start of the train split (0: all)")
     max_length: int = option(128, "tokens per prompt + completion (prompts are cut from the left)")
     seed: int = option(0, "seed of shuffling, directions and the held-out split")
@@ -183,6 +190,7 @@ class TrainSteerConfig:
             ("selective_mode", SELECTIVE_MODES),
             ("probe_target", PROBE_TARGETS),
             ("probe_contrast", PROBE_CONTRASTS),
+            ("cdas_init", CDAS_INITS),
             ("grains_reduce", REDUCTIONS),
         ):
             if getattr(self, name) not in allowed:

@@ -26,7 +26,12 @@ EPS = 1e-6
 
 
 def unit(vector: torch.Tensor, what: str = "direction") -> torch.Tensor:
-    """v / ‖v‖ for a 1-D tensor; a zero (or non-finite) vector is an error naming `what`."""
+    """v / ‖v‖ for a 1-D tensor; a zero (or non-finite) vector is an error naming `what`.
+
+    A vector already of unit norm (to 1e-6) is returned as it is, so rebuilding an operator (on
+    `to()`, on loading) never changes its direction by an ulp: saved, loaded and placed edits stay
+    bit-identical.
+    """
     if vector.ndim != 1:
         raise ValueError(f"The {what} must be 1-D [d_model], got shape {tuple(vector.shape)}.")
     norm = vector.norm()
@@ -35,6 +40,8 @@ def unit(vector: torch.Tensor, what: str = "direction") -> torch.Tensor:
             f"The {what} has norm {norm.item():.3g}: it is zero or not finite, so it points "
             "nowhere (are the two classes' activations identical?)."
         )
+    if abs(norm.item() - 1.0) < 1e-6:
+        return vector
     return vector / norm
 
 
