@@ -146,6 +146,16 @@ class TrainSteerConfig:
         "mean",
         choices=list(REDUCTIONS),
     )
+    grains_scale: float = option(
+        0.5,
+        "grains: the added vector's norm as a fraction of the site's median ‖h‖ (α = 1 turns a "
+        "typical token by atan(0.5) ≈ 27° towards v)",
+    )
+    grains_ig_start: float = option(
+        0.1,
+        "grains: start of the Integrated-Gradients path as a fraction of the embeddings (0 is the "
+        "paper's zero baseline, unstable in RMSNorm models: see steer/methods/grains.py)",
+    )
     cdas_lr: float = option(
         0.04, "cdas: AdamW learning rate of the rank-1 direction (linear decay)"
     )
@@ -184,6 +194,11 @@ class TrainSteerConfig:
             )
         if self.grains_top_k < 1 or self.ig_steps < 1:
             raise ValueError("grains_top_k and ig_steps must be ≥ 1.")
+        if not 0 <= self.grains_ig_start < 1 or self.grains_scale <= 0:
+            raise ValueError(
+                f"grains_ig_start must be in [0, 1) and grains_scale > 0, got "
+                f"{self.grains_ig_start} and {self.grains_scale}."
+            )
         for name, allowed in (
             ("yapo_mode", YAPO_MODES),
             ("support_by", SUPPORT_RULES),

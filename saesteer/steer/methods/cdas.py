@@ -124,8 +124,8 @@ LOG2 = math.log(2.0)
 
 def check_options(config) -> tuple[float, str]:
     """(cdas_lr, cdas_init), refused up front when they cannot train."""
-    lr = getattr(config, "cdas_lr", 0.04)
-    init = getattr(config, "cdas_init", "mean-diff")
+    lr = config.cdas_lr
+    init = config.cdas_init
     try:
         lr = float(lr)
     except (TypeError, ValueError):
@@ -431,7 +431,7 @@ def train_direction(
     total = per_epoch * config.epochs
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: max(0.0, 1 - t / total))
     generator = torch.Generator().manual_seed(config.seed)
-    clip = float(getattr(config, "grad_clip", 1.0))
+    clip = float(config.grad_clip)
     history: list[dict[str, float]] = []
     step_losses: list[float] = []
     started = time.time()

@@ -92,7 +92,6 @@ from saesteer.steer.sites import Site
 
 METHODS = ("swfc", "sttp", "stmp")
 CONTRASTS = ("completions", "instructed")
-MIN_ACCURACY = 0.6  # held-out balanced accuracy a probe must exceed (chance: 0.5)
 FOLDS = 5
 NEWTON_STEPS = 100
 NEWTON_TOLERANCE = 1e-10  # stop when the Newton decrement ½ gᵀH⁻¹g falls below this
@@ -391,8 +390,8 @@ def probe_site(model, config) -> Site:
 
 
 def check_options(config) -> tuple[str, float]:
-    contrast = getattr(config, "probe_contrast", "completions")
-    floor = float(getattr(config, "probe_min_accuracy", MIN_ACCURACY))
+    contrast = config.probe_contrast
+    floor = float(config.probe_min_accuracy)
     if contrast not in CONTRASTS:
         raise ValueError(f"probe_contrast must be one of {CONTRASTS}, got {contrast!r}.")
     if not config.probe_l2 > 0:

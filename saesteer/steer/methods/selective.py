@@ -225,7 +225,7 @@ def fit(model, tokenizer, train_pairs: Sequence[PreferencePair], config) -> Inte
     identical chosen/rejected activations, a degenerate plane or an empty layer mask.
     """
     layers = parse_layers(config.layers, model.cfg.n_layers)
-    centered = bool(getattr(config, "selective_center", False))
+    centered = bool(config.selective_center)
     sites = candidate_sites(layers)
     tokens = tokenize_pairs(tokenizer, list(train_pairs), bool(config.chat), config.max_length)
     contrasts = pair_contrasts(model, tokens, sites)
