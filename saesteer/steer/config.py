@@ -147,9 +147,9 @@ class TrainSteerConfig:
         choices=list(REDUCTIONS),
     )
     grains_scale: float = option(
-        0.5,
+        0.2,
         "grains: the added vector's norm as a fraction of the site's median ‖h‖ (α = 1 turns a "
-        "typical token by atan(0.5) ≈ 27° towards v)",
+        "typical token by atan(0.2) ≈ 11° towards v)",
     )
     grains_ig_start: float = option(
         0.1,
