@@ -345,7 +345,7 @@ def _fit_preference(
         progress=config.progress,
         checkpoints=checkpoints,
     )
-    with _frozen(model, sae):
+    with frozen(model, sae):
         if mode == "refit" and config.support_by == "mean-diff":
             # no dense phase: start from the k-latent OMP fit of the mean difference
             fit = sparse_fit(mean_difference(train), sae.W_dec.detach(), k)
@@ -381,7 +381,7 @@ def _fit_preference(
 
 
 @contextlib.contextmanager
-def _frozen(*modules):
+def frozen(*modules):
     """Turn off requires_grad on the parameters of `modules` (None skipped); restore after."""
     params = [p for m in modules if m is not None for p in m.parameters() if p.requires_grad]
     for p in params:

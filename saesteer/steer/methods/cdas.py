@@ -94,11 +94,10 @@ the three JSD passes (36 pairs: ~170 s per epoch there). Steering: one dot and o
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,6 +111,7 @@ from saesteer.steer.intervention import Edit, Intervention
 from saesteer.steer.operators import EPS, SetProjection, unit
 from saesteer.steer.pairs import PreferencePair
 from saesteer.steer.sites import Site
+from saesteer.steer.train import frozen
 
 INITS = ("mean-diff", "random")
 RESIDUAL_STREAMS = ("resid_pre", "resid_post")
@@ -479,19 +479,6 @@ def strengths(data: ContrastData, u: torch.Tensor) -> tuple[float, float]:
     return float(s[0::2].mean()), float(s[1::2].mean())
 
 
-@contextlib.contextmanager
-def _frozen(model) -> Iterator[None]:
-    """Turn off requires_grad on the model's parameters inside the block; restore after."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    for p in params:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p in params:
-            p.requires_grad_(True)
-
-
 def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(torch.nn.functional.cosine_similarity(a.double(), b.double(), dim=0))
 
@@ -506,7 +493,7 @@ def fit(model, tokenizer, train_pairs: Sequence[PreferencePair], config) -> Inte
         raise ValueError("cdas needs at least one training pair; the data set is empty.")
     chat = _chat(config)
     plus, minus, contrast = instructed_pairs(pairs, config, chat)
-    with _frozen(model):
+    with frozen(model):
         data = build_data(
             model, tokenizer, plus, minus, layer, chat, config.max_length, config.device
         )
