@@ -158,7 +158,8 @@ class _Recorder:
 @contextlib.contextmanager
 def record(model, sites: list[Site]) -> Iterator[dict[Site, list[torch.Tensor]]]:
     """Inside the block, each forward pass appends the activation at every site to `seen[site]`
-    (TransformerLens or Hugging Face, hooked exactly where `steer` edits)."""
+    (TransformerLens or Hugging Face, hooked exactly where `steer` edits). Entered inside a
+    `steer(...)` block it records the activations after that block's edits at the same site."""
     recorders = [_Recorder(site) for site in sites]
     hooks = (
         _tl_hooks(model, recorders, False)

@@ -224,7 +224,7 @@ def read_code_tensors(path: str | os.PathLike, names: tuple[str, ...]) -> dict[s
     return tensors
 
 
-def load_code(path: str | os.PathLike, sae=None) -> SteeringCode:
+def load_code(path: str | os.PathLike, sae=None) -> SteeringCode | Intervention:
     """Load a code folder; a latent code is checked against `sae` when given (the code stores
     the encoder and decoder slices it needs, so no SAE is required).
 

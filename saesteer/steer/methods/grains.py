@@ -42,7 +42,9 @@ share.
 What it picks. A sequence's log-likelihood also rewards the tokens that make its completion
 predictable, on either side, so on SmolLM2 sentiment the most often ablated tokens were function
 words (',', ' and', ' was', ' the') on both sides and cos(v_pos, v_neg) = 0.74; v = v_pos − v_neg
-cancels that shared part: held-out preference accuracy 0.94 at α = +1, 0.0 at α = −1 (r = 0.1).
+cancels that shared part: held-out preference accuracy 0.94 at α = +1, 0.0 at α = −1 (r = 0.1). On
+formality (chat) 53–61% of the ablated tokens were in the prompt, mostly the template's and the
+default system prompt's (newlines, ' named', ' helpful', 'ass'); accuracy 0.83 (pca), 1.0 (mean).
 
 Ablation. Per sequence s, P(s) = the k = `grains_top_k` largest A_t > 0 and N(s) = the k smallest
 A_t < 0 among the ablatable tokens: not a special token (the chat template's markers), not already
@@ -424,8 +426,9 @@ def fit(model, tokenizer, train_pairs: Sequence[PreferencePair], config) -> Inte
     """Fit GrAInS on `train_pairs` (module docstring) → a one-edit `AddRescale` intervention.
 
     config (`TrainSteerConfig`): hook_name, grains_top_k, ig_steps, grains_reduce, chat,
-    max_length, grains_scale (default 0.2) and grains_ig_start (in [0, 1), default 0.1). Raises ValueError on identical chosen/rejected pairs, when no token has
-    a positive (or negative) attribution, and when v_pos and v_neg coincide.
+    max_length, grains_scale (default 0.2) and grains_ig_start (in [0, 1), default 0.1). Raises
+    ValueError on identical chosen/rejected pairs, when no token has a positive (or negative)
+    attribution, and when v_pos and v_neg coincide.
     """
     site = resolve_site(model, config.hook_name)
     scale, ig_start = read_options(config)
