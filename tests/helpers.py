@@ -179,3 +179,25 @@ def train_steer_argv(out, method: str = "mean-diff", *extra: str) -> list[str]:
     """`saesteer train-steer` on tiny-test and the shipped sentiment pairs, writing `out`."""
     base = ["train-steer", "--model", "tiny-test", "--pairs", "sentiment", "--method", method]
     return [*base, "--no-progress", "--out", str(out), *extra]
+
+
+def direct_log_odds(model, tokenizer, pairs, code, alpha: float) -> list[float]:
+    """Per pair, log π_α(chosen | prompt) − log π_α(rejected | prompt), each by one whole-model
+    forward under `steer(model, code, α)` (the reference for the audit's preference numbers)."""
+    from saesteer.steer.hooks import steer
+
+    out = []
+    for pair in pairs:
+        prompt = tokenizer(pair.prompt).input_ids
+        scores = []
+        for completion in (pair.chosen, pair.rejected):
+            full = torch.tensor(
+                [prompt + tokenizer(completion, add_special_tokens=False).input_ids]
+            )
+            with torch.no_grad(), steer(model, code, alpha):
+                logp = model(full)[0].double().log_softmax(-1)
+            scores.append(
+                sum(logp[t - 1, full[0, t]].item() for t in range(len(prompt), full.shape[1]))
+            )
+        out.append(scores[0] - scores[1])
+    return out

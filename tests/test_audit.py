@@ -7,6 +7,7 @@ from collections import Counter
 
 import pytest
 import torch
+from helpers import direct_log_odds
 
 from saesteer.audit import AuditConfig, run_audit
 from saesteer.audit.describe import nearest_latents
@@ -182,20 +183,8 @@ def test_latent_and_norm_changes_match_run_with_cache(audited, tiny_model):
 def test_preference_log_odds_match_direct(audited, tiny_model):
     result, code, *_ = audited
     model, tokenizer = tiny_model
-    lo = {0.0: [], ALPHA: []}
-    for pair in behaviour_pairs("sentiment", "validation")[:4]:
-        prompt = tokenizer(pair.prompt).input_ids
-        for alpha in lo:
-            scores = []
-            for completion in (pair.chosen, pair.rejected):
-                tail = tokenizer(completion, add_special_tokens=False).input_ids
-                full = torch.tensor([prompt + tail])
-                with torch.no_grad(), steer(model, code, alpha):
-                    logp = model(full)[0].double().log_softmax(-1)
-                scores.append(
-                    sum(logp[t - 1, full[0, t]].item() for t in range(len(prompt), full.shape[1]))
-                )
-            lo[alpha].append(scores[0] - scores[1])
+    pairs = behaviour_pairs("sentiment", "validation")[:4]
+    lo = {alpha: direct_log_odds(model, tokenizer, pairs, code, alpha) for alpha in (0.0, ALPHA)}
     rec = point(result, ALPHA)
     changes = [a - b for a, b in zip(lo[ALPHA], lo[0.0], strict=True)]
     assert rec["log_odds"] == pytest.approx(sum(lo[ALPHA]) / 4, rel=1e-4, abs=1e-4)

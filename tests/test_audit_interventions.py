@@ -8,6 +8,7 @@ import json
 
 import pytest
 import torch
+from helpers import direct_log_odds
 from test_audit import HOOK, NEUTRAL, SMALL, random_sae
 
 from saesteer.audit import AuditConfig, describe_intervention, measure, run_audit
@@ -244,20 +245,11 @@ def test_kl_and_latent_changes_match_the_whole_model(audited, tiny_model):
 def test_preference_log_odds_match_the_whole_model(audited, tiny_model):
     result, intervention, *_ = audited
     model, tokenizer = tiny_model
-    lo = {0.0: [], ALPHA: []}
-    for pair in behaviour_pairs("sentiment", "validation")[:4]:
-        prompt = tokenizer(pair.prompt).input_ids
-        for alpha in lo:
-            scores = []
-            for completion in (pair.chosen, pair.rejected):
-                full = torch.tensor(
-                    [prompt + tokenizer(completion, add_special_tokens=False).input_ids]
-                )
-                logp = whole_model(model, full, intervention, alpha)[0].double().log_softmax(-1)
-                scores.append(
-                    sum(logp[t - 1, full[0, t]].item() for t in range(len(prompt), full.shape[1]))
-                )
-            lo[alpha].append(scores[0] - scores[1])
+    pairs = behaviour_pairs("sentiment", "validation")[:4]
+    lo = {
+        alpha: direct_log_odds(model, tokenizer, pairs, intervention, alpha)
+        for alpha in (0.0, ALPHA)
+    }
     rec = point(result, ALPHA)
     change = sum(a - b for a, b in zip(lo[ALPHA], lo[0.0], strict=True)) / 4
     assert rec["log_odds"] == pytest.approx(sum(lo[ALPHA]) / 4, rel=1e-4, abs=1e-4)

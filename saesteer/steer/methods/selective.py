@@ -265,16 +265,14 @@ def fit(model, tokenizer, train_pairs: Sequence[PreferencePair], config) -> Inte
 def rotations(model, plane: torch.Tensor, kept: Sequence[int], config, meta: dict) -> Intervention:
     """Rotation2D(plane, θ₀) at both norm sites of each kept layer, gated on h·b1 > 0 if adaptive.
 
-    Each edit gets its own copy of the tensors: safetensors refuses to save shared ones."""
-    adaptive = config.selective_mode == "adaptive"
-    edits = [
-        Edit(
-            site,
-            Rotation2D(plane.float().clone(), degrees=config.angle),
-            ProjectionGate(plane[:, 0].float().clone(), 0.0, "above") if adaptive else None,
-        )
-        for site in candidate_sites(kept)
-    ]
+    One operator (and gate) serves every site; `save_code` writes each edit's own copy."""
+    rotation = Rotation2D(plane.float(), degrees=config.angle)
+    gate = (
+        ProjectionGate(plane[:, 0].float(), 0.0, "above")
+        if config.selective_mode == "adaptive"
+        else None
+    )
+    edits = [Edit(site, rotation, gate) for site in candidate_sites(kept)]
     return Intervention(edits, "selective", model.cfg.model_name, meta)
 
 
