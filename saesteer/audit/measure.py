@@ -6,6 +6,7 @@ so for every text the unsteered residual entering the first edited block is comp
 strength runs only the blocks from there up (a `Plan`):
 
     s    = min over edits of (l + 1 for a resid_post site at l, else l)   the first block edited
+           (l for a feedback edit at resid_post l: it reads block l's input, so block l runs)
     h    = blocks[:s](embed(x))                          cached once, unsteered [T, d_model]
     h'   = below(h, α)       the edits at blocks.{s−1}.resid_post, then those at blocks.{s}.resid_pre,
                              applied to h directly (in list order, as their hooks would)
@@ -49,9 +50,13 @@ PAIR_CHUNK = 16
 
 
 def start_block(intervention: Intervention) -> int:
-    """s = min over edits of (l + 1 for a resid_post site at l, else l): the first block edited."""
+    """s = min over edits of (l + 1 for a resid_post site at l, else l): the first block edited.
+    An edit that reads its block's input (feedback) counts as l: that block must run."""
     return min(
-        site.layer + 1 if site.stream == "resid_post" else site.layer for site in intervention.sites
+        edit.site.layer + 1
+        if edit.site.stream == "resid_post" and edit.operator.observes is None
+        else edit.site.layer
+        for edit in intervention.edits
     )
 
 

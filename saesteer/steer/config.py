@@ -7,12 +7,24 @@ from dataclasses import dataclass
 from saesteer.config import option
 
 CODE_METHODS = ("yapo", "bipo", "mean-diff")  # saesteer.steer.train: a vector or latent code
-INTERVENTION_METHODS = ("selective", "swfc", "sttp", "stmp", "cdas", "grains")  # steer.methods
+INTERVENTION_METHODS = (
+    "selective",
+    "swfc",
+    "sttp",
+    "stmp",
+    "cdas",
+    "grains",
+    "steer2edit",
+    "lqr",
+    "controller",
+)  # steer.methods
 METHODS = CODE_METHODS + INTERVENTION_METHODS
 SELECTIVE_MODES = ("standard", "adaptive")
 PROBE_TARGETS = ("mean", "threshold")
 PROBE_CONTRASTS = ("completions", "instructed")
 CDAS_INITS = ("mean-diff", "random")
+CONTROLLER_TIMINGS = ("prefill", "same-pass")  # saesteer.steer.controlled
+CONTROLLER_SCALES = ("relu", "logit")
 REDUCTIONS = ("pca", "mean")
 YAPO_MODES = ("refit", "reference", "anneal", "l1")
 SUPPORT_RULES = ("effect", "magnitude", "omp", "mean-diff")  # saesteer.steer.sparse_support, train
@@ -32,7 +44,10 @@ class TrainSteerConfig:
         "mean-diff (contrastive mean difference) | selective (norm-preserving rotation at "
         "discriminative layers) | swfc / sttp / stmp (probe direction: fixed addition / "
         "steer-to-target / mirror, gated per token) | cdas (rank-1 interchange trained by "
-        "distribution matching) | grains (attribution-built vector, norm-rescaled)",
+        "distribution matching) | grains (attribution-built vector, norm-rescaled) | steer2edit "
+        "(sparse rank-1 edits of o_proj / down_proj weights; export with `saesteer export-edit`) | "
+        "lqr (closed-loop feedback across layers from Jacobians and a Riccati recursion) | "
+        "controller (Guiding Giants: an MLP sets per prompt the strength and layer weights)",
         choices=list(METHODS),
     )
     out: str | None = option(None, "output folder for the code (code.safetensors + code.json)")
@@ -98,7 +113,8 @@ class TrainSteerConfig:
     l1: float = option(0.1, "yapo l1: L1 weight λ (a soft-threshold of lr·λ after each step)")
     layers: str = option(
         "",
-        "selective: the layers whose norm outputs are candidate sites (all | 3,5,9; default all)",
+        "selective: the layers whose norm outputs are candidate sites; lqr: the layers "
+        "controlled (all | 3,5,9; default all)",
     )
     selective_mode: str = option(
         "standard",
@@ -165,6 +181,78 @@ class TrainSteerConfig:
         "activations) | random (seeded Gaussian, the reference's choice)",
         choices=list(CDAS_INITS),
     )
+    edit_rho_attn: float = option(
+        0.2,
+        "steer2edit: ρ of the attention heads: a head is edited when |cos| of its mean write to the "
+        "direction exceeds ρ·softness (λ = 1 at |cos| = ρ); ≤ 0 leaves attention alone",
+    )
+    edit_rho_mlp: float = option(
+        0.45,
+        "steer2edit: ρ of the MLP neurons (as edit_rho_attn; higher, since neurons are many); ≤ 0 "
+        "leaves the MLP alone",
+    )
+    edit_softness: float = option(
+        0.8,
+        "steer2edit: a in [0, 1) of the soft threshold λ = sign(g)·max(|g| − ρa, 0)/(ρ(1 − a)): "
+        "the dead zone is |g| ≤ ρa",
+    )
+    lqr_q: float = option(0.1, "lqr: state cost q (Q = qI) of the tracking error per layer")
+    lqr_r: float = option(3.0, "lqr: control cost r (R = rI); larger r, smaller gains")
+    lqr_q_final: float = option(0.1, "lqr: terminal state cost (S_T = q_final·I)")
+    lqr_lambda: float = option(
+        1.0,
+        "lqr: setpoint β_t = v̂·μ⁺ + (λ − 1)‖μ⁺ − μ⁻‖ (1: the chosen completions' mean level, "
+        "0: the rejected ones')",
+    )
+    lqr_prompts: int = option(30, "lqr: prompts whose last-position Jacobians are averaged")
+    lqr_jacobians: str = option(
+        "",
+        "lqr: Jacobian cache file (resumed, refused if made for another model; default: one "
+        "under the cache folder named by model, layers and prompts)",
+    )
+    controller_input_layers: str = option(
+        "", "controller: layers whose last-prompt-token resid_post the MLP reads (default: last 4)"
+    )
+    controller_layers: str = option(
+        "", "controller: layers patched (resid_post), 'all' or e.g. 3,5,-1 (default: all)"
+    )
+    controller_hidden: int = option(256, "controller: hidden units of the MLP")
+    controller_timing: str = option(
+        "prefill",
+        "controller: prefill (read the prompt's last token once, patch every generated token at "
+        "every layer) | same-pass (the reference: read and patch in one pass, only layers above "
+        "the last input layer get patched)",
+        choices=list(CONTROLLER_TIMINGS),
+    )
+    controller_scale: str = option(
+        "relu",
+        "controller: the patch's scale from s: relu (max(s, 0): label-0 prompts left alone) | "
+        "logit (the paper's raw s)",
+        choices=list(CONTROLLER_SCALES),
+    )
+    controller_direction: str = option(
+        "mean-diff",
+        "controller: per-layer directions: mean-diff (chosen − rejected response-span means at "
+        "each patched layer) | a saved code folder (its vector at every patched layer)",
+    )
+    controller_split: bool = option(
+        True, "controller: divide the directions by the number of patched layers"
+    )
+    controller_plain_label: bool = option(
+        True, "controller: the plain prompt counts as label 1 (needs steering) in the BCE"
+    )
+    controller_lr: float = option(1e-3, "controller: AdamW learning rate of the MLP")
+    controller_bce_weight: float = option(1.0, "controller: weight of the BCE on s (the paper's)")
+    controller_pref_weight: float = option(
+        1.0, "controller: weight of the preference loss through the patched frozen model"
+    )
+    controller_reg_weight: float = option(
+        0.1, "controller: weight of mean|σ(w) − 0.5| + controller_sparsity · mean σ(w) (paper: 0.1)"
+    )
+    controller_sparsity: float = option(0.01, "controller: ρ of the regulariser (paper: 0.01)")
+    controller_train_alpha: float = option(
+        1.0, "controller: steering strength α of the patch during training"
+    )
     max_pairs: int = option(0, "training pairs used, from the start of the train split (0: all)")
     max_length: int = option(128, "tokens per prompt + completion (prompts are cut from the left)")
     seed: int = option(0, "seed of shuffling, directions and the held-out split")
@@ -207,6 +295,8 @@ class TrainSteerConfig:
             ("probe_contrast", PROBE_CONTRASTS),
             ("cdas_init", CDAS_INITS),
             ("grains_reduce", REDUCTIONS),
+            ("controller_timing", CONTROLLER_TIMINGS),
+            ("controller_scale", CONTROLLER_SCALES),
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}.")
@@ -215,5 +305,9 @@ class TrainSteerConfig:
                 "warmup_fraction must be in [0, 1) and anneal_fraction in (0, 1], got "
                 f"{self.warmup_fraction} and {self.anneal_fraction}."
             )
+        if not 0 <= self.edit_softness < 1:
+            raise ValueError(f"edit_softness must be in [0, 1), got {self.edit_softness}.")
+        if self.controller_hidden < 1:
+            raise ValueError(f"controller_hidden must be ≥ 1, got {self.controller_hidden}.")
         if self.refit_epochs < 1 or self.grad_clip < 0:
             raise ValueError("refit_epochs must be ≥ 1 and grad_clip ≥ 0.")

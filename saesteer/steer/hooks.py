@@ -15,6 +15,10 @@ forward pass covers the absolute positions [offset, offset + n): offset is the K
 offset 0 starts a new sequence whose prompt length is n, except that without a KV cache a pass
 exactly one token longer than the previous one re-runs the same sequence (generation without cache).
 
+An edit whose operator `observes` the block input (A-LQR's feedback at blocks.l.resid_post) also
+gets the input of block l as the block read it (after any edits at blocks.l.resid_pre): TL stashes
+it from `blocks.l.hook_resid_pre`, HF from the pre-hook on `layers[l]`.
+
 Edits run in the activations' dtype on their device (each is moved once per dtype/device).
 α must be finite: NaN or ±inf would make every steered activation NaN (garbage text, no error).
 """
@@ -69,6 +73,7 @@ class _Editor:
         self.tracker = PositionTracker(positions)
         self._placed: dict[tuple[torch.device, torch.dtype], Edit] = {}
         self.offset = 0
+        self.observed: torch.Tensor | None = None  # the block input, for an observing operator
 
     @property
     def site(self) -> Site:
@@ -91,11 +96,22 @@ class _Editor:
         if chosen.start == chosen.stop or self.alpha == 0:
             return h
         edit = self.placed(h)
+        observed, self.observed = self.observed, None
+        if edit.operator.observes is not None and (observed is None or observed.shape != h.shape):
+            raise RuntimeError(
+                f"The {edit.operator.kind} edit at {edit.site.name} did not see its block's input "
+                "in this forward pass (was the block run from its output, e.g. start_at_layer "
+                "past it?)."
+            )
         if chosen == slice(0, h.shape[1]):
-            return edit.apply(h, self.alpha)
+            return edit.apply(h, self.alpha, observed)
         out = h.clone()
-        out[:, chosen] = edit.apply(h[:, chosen], self.alpha)
+        part = None if observed is None else observed[:, chosen]
+        out[:, chosen] = edit.apply(h[:, chosen], self.alpha, part)
         return out
+
+    def observe(self, x: torch.Tensor) -> None:
+        self.observed = x
 
 
 def check_alpha(alpha: Any, name: str = "alpha") -> float:
@@ -132,6 +148,14 @@ def steer(
     model's name).
     """
     alpha = check_alpha(alpha)
+    if getattr(code, "weight_edit", False):  # a WeightEdit (Steer2Edit): in the weights, not hooks
+        with code.applied(model, alpha, positions, model_name):
+            yield
+        return
+    if getattr(code, "controller", False):  # a Guiding Giants controller: steer.controlled
+        with code.attached(model, alpha, positions, model_name):
+            yield
+        return
     check_model(code, model, model_name)
     editors = [_Editor(edit, alpha, positions) for edit in as_intervention(code).edits]
     if is_hooked_transformer(model):
@@ -170,6 +194,20 @@ def record(model, sites: list[Site]) -> Iterator[dict[Site, list[torch.Tensor]]]
         yield {r.site: r.seen for r in recorders}
 
 
+def _observers(editors: list) -> list:
+    """The editors whose operator reads the block input (none for recorders)."""
+    return [e for e in editors if getattr(e, "edit", None) and e.edit.operator.observes]
+
+
+def _stash_output(editor):
+    """A forward hook handing a module's output (the block input) to an observing editor."""
+
+    def hook(module, args, output):
+        editor.observe(output)
+
+    return hook
+
+
 def _edit_output(editor):
     """A forward hook that edits a module's output (the first element of a tuple output)."""
 
@@ -197,6 +235,9 @@ def _tl_hooks(model, editors: list, track_offsets: bool) -> Iterator[None]:
             else getattr(model.blocks[site.layer], TL_MODULES[site.stream])
         )
         handles.append(module.register_forward_hook(_edit_output(editor)))
+    for editor in _observers(editors):
+        stash = model.hook_dict[f"blocks.{editor.site.layer}.hook_resid_pre"]
+        handles.append(stash.register_forward_hook(_stash_output(editor)))
     if track_offsets:
         forward = model.forward
 
@@ -261,19 +302,25 @@ def _hf_hooks(model, editors: list) -> Iterator[None]:
 
 
 def _hf_pre_hook(layer_index: int, editors: list):
-    """Sets the editors' offset from the layer's KV cache; edits the layer input (resid_pre)."""
+    """Sets the editors' offset from the layer's KV cache; edits the layer input (resid_pre) and
+    hands it to the editors that observe it."""
     inputs = [e for e in editors if e.site.stream == "resid_pre"]
+    observers = _observers(editors)
 
     def pre_hook(module, args, kwargs):
         cache = kwargs.get("cache", kwargs.get("past_key_values"))
         offset = cache.get_seq_length(layer_index) if cache is not None else 0
         for editor in editors:
             editor.offset = offset
-        if not inputs:
+        if not inputs and not observers:
             return None
         h = args[0] if args else kwargs["hidden_states"]
         for editor in inputs:
             h = editor(h)
+        for editor in observers:
+            editor.observe(h)
+        if not inputs:
+            return None
         if args:
             return (h, *args[1:]), kwargs
         return args, {**kwargs, "hidden_states": h}

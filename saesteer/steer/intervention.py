@@ -33,10 +33,23 @@ class Edit:
     operator: Operator
     gate: ProjectionGate | None = None
 
-    def apply(self, h: torch.Tensor, alpha: float) -> torch.Tensor:
+    def __post_init__(self) -> None:
+        if self.operator.observes is not None and self.site.stream != "resid_post":
+            raise ValueError(
+                f"A {self.operator.kind} edit reads its block's input and edits the block's "
+                f"output, so its site must be blocks.L.resid_post, not {self.site.name}."
+            )
+
+    def apply(
+        self, h: torch.Tensor, alpha: float, observed: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """h' = gate ? op(h, α) : h; `observed` is what an operator with `observes` reads."""
         if alpha == 0:
             return h
-        edited = self.operator.apply(h, alpha)
+        if self.operator.observes is None:
+            edited = self.operator.apply(h, alpha)
+        else:
+            edited = self.operator.apply(h, alpha, observed)
         return edited if self.gate is None else self.gate.gated(h, edited)
 
     def to(self, device: torch.device | str, dtype: torch.dtype) -> Edit:

@@ -63,6 +63,14 @@ def save_code(code: SteeringCode | Intervention, path: str | os.PathLike) -> Pat
     path = Path(path)
     if isinstance(code, Intervention):
         return save_intervention(code, path)
+    if getattr(code, "weight_edit", False):  # a Steer2Edit WeightEdit: saesteer.steer.weight_edit
+        from saesteer.steer.weight_edit import save_weight_edit
+
+        return save_weight_edit(code, path)
+    if getattr(code, "controller", False):  # a Guiding Giants controller: steer.controlled
+        from saesteer.steer.controlled import save_controller
+
+        return save_controller(code, path)
     record: dict[str, Any] = {
         "format": FORMAT,
         "method": code.method,
@@ -204,7 +212,10 @@ def read_code_tensors(path: str | os.PathLike, names: tuple[str, ...]) -> dict[s
     if not weights_file.is_file():
         raise FileNotFoundError(f"{weights_file} is missing: {DAMAGED}.")
     try:
-        tensors = load_file(weights_file)
+        # fresh (allocator-aligned) storage: the file's buffer can sit at any byte offset, and a
+        # vectorised dot product over a misaligned vector rounds differently, so a loaded code
+        # would not reproduce the fitted one bit for bit
+        tensors = {name: t.clone() for name, t in load_file(weights_file).items()}
     except SafetensorError as error:
         raise CodeFormatError(
             f"{weights_file} is not a readable safetensors file ({error}): it is truncated or "
@@ -231,8 +242,19 @@ def load_code(path: str | os.PathLike, sae=None) -> SteeringCode | Intervention:
     A damaged folder raises `CodeFormatError` (or `FileNotFoundError` for a missing file) naming the
     file; see the module docstring. An intervention folder loads as an `Intervention`.
     """
-    if _read_json_record(path).get("format") == INTERVENTION_FORMAT:
+    found = _read_json_record(path).get("format")
+    if found == INTERVENTION_FORMAT:
         return load_intervention(path, sae)
+    from saesteer.steer.weight_edit import FORMAT as WEIGHT_EDIT_FORMAT
+
+    if found == WEIGHT_EDIT_FORMAT:
+        from saesteer.steer.weight_edit import load_weight_edit
+
+        return load_weight_edit(path)
+    if found == "saesteer-controller/1":  # saesteer.steer.controlled.FORMAT
+        from saesteer.steer.controlled import load_controller
+
+        return load_controller(path)
     record = read_code_record(path)
     info = record.get("sae")
     tensors = read_code_tensors(path, ("vector",) if info is None else ("values", "support"))

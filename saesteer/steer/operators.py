@@ -10,6 +10,9 @@
                    the component in the plane turns by α·θ₀, the rest is untouched, ‖h'‖ = ‖h‖.
                    Applied low-rank: c = Bᵀh (two dots), h' = h + B (Rc − c) (two axpys).
     sae-latent     a YaPO / feature code's latent edit (`saesteer.steer.codes.LatentCode`)
+    feedback       h' = h + α·(β − û·x)·k      x = the block's input (resid_pre of the same layer),
+                   h its output: A-LQR's gain feedback u = K e, e = (β − û·x)û, k = K û [d]
+                   (an operator with `observes = "resid_pre"` reads x; only at resid_post sites)
 
 û denotes a unit vector. Each operator saves as named tensors plus a JSON-able dict of parameters
 (`tensors()`, `params()`; `restore_operator` rebuilds one), so an intervention needs no pickle.
@@ -46,9 +49,14 @@ def unit(vector: torch.Tensor, what: str = "direction") -> torch.Tensor:
 
 
 class Operator:
-    """Base class: `apply(h, alpha)`, `to(device, dtype)`, and what is saved."""
+    """Base class: `apply(h, alpha)`, `to(device, dtype)`, and what is saved.
+
+    `observes` names a second activation the operator reads (None: only h): "resid_pre", the input
+    of the block whose output it edits; `apply` then takes it as `observed` (same shape as h).
+    """
 
     kind = ""
+    observes: str | None = None
 
     def apply(self, h: torch.Tensor, alpha: float) -> torch.Tensor:
         raise NotImplementedError
@@ -153,6 +161,45 @@ class Reflect(Operator):
         return {"boundary": self.boundary}
 
 
+class Feedback(Operator):
+    """h' = h + α·(β − û·x)·k: x the block's input, h its output (A-LQR, `methods/lqr.py`).
+
+    With k = K û (K the block's LQR gain), this is u = α K e for the tracking error
+    e = (β − û·x) û of the state x against the setpoint β on û; α = 1 is the LQR law.
+    """
+
+    kind = "feedback"
+    observes = "resid_pre"
+
+    def __init__(self, direction: torch.Tensor, gain: torch.Tensor, setpoint: float) -> None:
+        self.direction = unit(direction.detach(), "feedback direction")
+        if gain.shape != self.direction.shape:
+            raise ValueError(
+                f"A feedback gain is [d_model] like its direction {tuple(self.direction.shape)}, "
+                f"got {tuple(gain.shape)}."
+            )
+        self.gain = gain.detach()
+        self.setpoint = float(setpoint)
+
+    def apply(
+        self, h: torch.Tensor, alpha: float, observed: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        if observed is None or observed.shape != h.shape:
+            raise ValueError(
+                "A feedback edit reads the block's input x as well as its output h: apply it "
+                "through steer() (which hooks both), or pass observed=x of h's shape "
+                f"{tuple(h.shape)}."
+            )
+        error = self.setpoint - observed @ self.direction
+        return h + (alpha * error).unsqueeze(-1) * self.gain
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {"direction": self.direction, "gain": self.gain}
+
+    def params(self) -> dict[str, Any]:
+        return {"setpoint": self.setpoint}
+
+
 def orthonormal_plane(b1: torch.Tensor, b2: torch.Tensor, tolerance: float = 1e-3) -> torch.Tensor:
     """B = [b̂1, unit(b2 − (b2·b̂1) b̂1)] [d, 2] (Gram–Schmidt); b1 ∥ b2 is a degenerate plane."""
     first = unit(b1.double(), "rotation plane's b1")
@@ -253,7 +300,8 @@ class LatentEdit(Operator):
 
 
 OPERATORS = {
-    op.kind: op for op in (Add, AddRescale, SetProjection, Reflect, Rotation2D, LatentEdit)
+    op.kind: op
+    for op in (Add, AddRescale, SetProjection, Reflect, Feedback, Rotation2D, LatentEdit)
 }
 
 

@@ -73,3 +73,26 @@ def check_sites_fit(sites, n_layers: int) -> None:
             f"The intervention acts at {beyond}, but the model has only {n_layers} layers "
             f"(0..{n_layers - 1}); it was made for another model."
         )
+
+
+def parse_layers(spec: str | None, n_layers: int) -> list[int]:
+    """A layer list (`config.layers`) → sorted distinct layer indices: "" or "all" = every layer, else "3,5,9"."""
+    text = (spec or "").strip().lower()
+    if text in ("", "all"):
+        return list(range(n_layers))
+    layers = []
+    for item in text.split(","):
+        item = item.strip()
+        if not item.isdigit():
+            raise ValueError(
+                f"layers={spec!r}: {item!r} is not a layer index; write 'all' or a comma list "
+                f"of layers in 0..{n_layers - 1}, e.g. '3,5,9'."
+            )
+        layers.append(int(item))
+    beyond = sorted({layer for layer in layers if layer >= n_layers})
+    if beyond:
+        raise ValueError(
+            f"layers={spec!r}: layer(s) {beyond} do not exist; the model has {n_layers} layers "
+            f"(0..{n_layers - 1})."
+        )
+    return sorted(set(layers))

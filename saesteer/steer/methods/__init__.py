@@ -6,6 +6,10 @@
     stmp        steer-to-mirror-projection, gated below a distributional threshold     probes.py
     cdas        rank-1 distributed interchange trained by JSD distribution matching     cdas.py
     grains      Integrated-Gradients token ablation → vector, added with norm rescaling grains.py
+    steer2edit  sparse rank-1 o_proj / down_proj weight edits (a `WeightEdit`)         steer2edit.py
+    lqr         A-LQR: feedback u = K e across layers, Riccati gains from Jacobians    lqr.py
+    controller  Guiding Giants: an MLP sets per prompt the strength and layer weights   controller.py
+                (returns a `saesteer.steer.controlled.Controller`)
 
 Each module's `fit(model, tokenizer, train_pairs, config) → Intervention` reads a TransformerLens
 `model` and `TrainSteerConfig` (its formula in the module docstring). `fit_intervention` wraps it
@@ -16,6 +20,7 @@ The three code methods (yapo, bipo, mean-diff) live in `saesteer.steer.train`.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import time
 from collections.abc import Sequence
@@ -35,6 +40,9 @@ MODULES = {
     "stmp": "probes",
     "cdas": "cdas",
     "grains": "grains",
+    "steer2edit": "steer2edit",
+    "lqr": "lqr",
+    "controller": "controller",
 }
 RUN_ONLY = ("out", "progress", "resume")
 CHUNK_ROWS = 16
@@ -98,7 +106,11 @@ def preference_accuracy(
         ids = tokens.input_ids[lo : lo + CHUNK_ROWS].to(device)
         mask = tokens.target_mask[lo : lo + CHUNK_ROWS].to(device)
         plain.append(completion_logprobs(model(ids), ids, mask).cpu())
-        with steer(model, intervention, alpha):
+        scoring = getattr(intervention, "scoring", None)  # a controller: where each prompt ends
+        with (
+            steer(model, intervention, alpha),
+            scoring(mask.argmax(1)) if scoring else contextlib.nullcontext(),
+        ):
             steered.append(completion_logprobs(model(ids), ids, mask).cpu())
     margins = preference_margins(torch.cat(steered), torch.cat(plain))
     return float((margins > 0).float().mean())

@@ -69,34 +69,11 @@ from saesteer.steer.hooks import steer
 from saesteer.steer.intervention import Edit, Intervention
 from saesteer.steer.operators import EPS, Rotation2D, orthonormal_plane
 from saesteer.steer.pairs import PreferencePair
-from saesteer.steer.sites import Site
+from saesteer.steer.sites import Site, parse_layers
 
 NORM_STREAMS = ("attn_in", "mlp_in")
 SPREAD_TOLERANCE = 1e-3  # below this top singular value the centred candidates have no spread
 CHUNK_ROWS = 16
-
-
-def parse_layers(spec: str | None, n_layers: int) -> list[int]:
-    """`config.layers` → sorted distinct layer indices: "" or "all" = every layer, else "3,5,9"."""
-    text = (spec or "").strip().lower()
-    if text in ("", "all"):
-        return list(range(n_layers))
-    layers = []
-    for item in text.split(","):
-        item = item.strip()
-        if not item.isdigit():
-            raise ValueError(
-                f"layers={spec!r}: {item!r} is not a layer index; write 'all' or a comma list "
-                f"of layers in 0..{n_layers - 1}, e.g. '3,5,9'."
-            )
-        layers.append(int(item))
-    beyond = sorted({layer for layer in layers if layer >= n_layers})
-    if beyond:
-        raise ValueError(
-            f"layers={spec!r}: layer(s) {beyond} do not exist; the model has {n_layers} layers "
-            f"(0..{n_layers - 1})."
-        )
-    return sorted(set(layers))
 
 
 def candidate_sites(layers: Sequence[int]) -> list[Site]:
