@@ -103,13 +103,19 @@ def test_prefill_patches_every_weighted_layer_with_the_predicted_values(tiny_mod
     for j, layer in enumerate(ctl.patched_layers):
         site = Site(layer, "resid_post")
         passes = list(zip(before[site], after[site], strict=True))
-        assert len(passes) == 3  # the prompt, then one pass per generated token (KV cache)
-        prompt_before, prompt_after = passes[0]
+        assert len(passes) == 4  # the prompt's pre-read, the prompt, one pass per new token
+        read_before, read_after = passes[0]
+        torch.testing.assert_close(read_after, read_before)  # the pre-read is unpatched
+        prompt_before, prompt_after = passes[1]
         assert prompt_before.shape[1] == ids.shape[1]
-        torch.testing.assert_close(prompt_after, prompt_before)  # the prompt is not patched
         expected = ALPHA * scale[:, None, None] * gates[:, None, j, None] * ctl.directions[j]
         assert expected.norm() > 0.5
-        for h_before, h_after in passes[1:]:
+        # the prompt is not patched, except its last token (whose output is the first new token)
+        torch.testing.assert_close(prompt_after[:, :-1], prompt_before[:, :-1])
+        torch.testing.assert_close(
+            prompt_after[:, -1:] - prompt_before[:, -1:], expected, atol=1e-4, rtol=1e-4
+        )
+        for h_before, h_after in passes[2:]:
             assert h_before.shape[1] == 1
             torch.testing.assert_close(h_after - h_before, expected, atol=1e-4, rtol=1e-4)
 
@@ -197,18 +203,21 @@ def test_greedy_text_equal_with_and_without_kv_cache_hf():
         record(model, ctl.sites) as after,
         torch.no_grad(),
     ):
-        model(ids)  # the prompt pass
+        model(ids)  # the prompt pass (after an unpatched pre-read of the prompt)
         model(grown)  # continued without cache: position 7 is generated
-    # the prompt pass is unpatched: (s, σ(w)) from its last token (HF's hidden_states[-1] is normed)
+    # the pre-read is unpatched: (s, σ(w)) from its last token (HF's hidden_states[-1] is normed)
     readings = {layer: before[Site(layer, "resid_post")][0][:, -1] for layer in ctl.input_layers}
     scale, gates = ctl.predict(ctl.features(readings))
     for j, layer in enumerate(ctl.patched_layers):
         site = Site(layer, "resid_post")
+        assert len(before[site]) == 3
         torch.testing.assert_close(after[site][0], before[site][0])
-        diff = after[site][1] - before[site][1]
-        torch.testing.assert_close(diff[:, :-1], torch.zeros_like(diff[:, :-1]))
         expected = 4.0 * (scale * gates[:, j])[:, None] * ctl.directions[j]
-        torch.testing.assert_close(diff[:, -1], expected, atol=1e-4, rtol=1e-4)
+        for run in (1, 2):  # the prompt, then the re-run: patched from the prompt's last token
+            diff = after[site][run] - before[site][run]
+            torch.testing.assert_close(diff[:, :6], torch.zeros_like(diff[:, :6]))
+            for position in range(6, diff.shape[1]):
+                torch.testing.assert_close(diff[:, position], expected, atol=1e-4, rtol=1e-4)
 
 
 def test_scoring_pass_equals_incremental_passes(tiny_model):
@@ -266,8 +275,9 @@ def test_fit_lowers_its_loss_and_moves_the_output(tiny_model, fitted):
         plain = model(ids)
         with steer(model, ctl, 8.0), ctl.scoring([ids.shape[1] - 2] * 2):
             steered = model(ids)
-    assert (steered[:, -2:] - plain[:, -2:]).abs().max() > 1e-3  # the generated positions move
-    torch.testing.assert_close(steered[:, :-2], plain[:, :-2])  # the prompt does not
+    # the last prompt token and the completion move (logits at positions ≥ prompt length − 1)
+    assert (steered[:, -3:] - plain[:, -3:]).abs().max() > 1e-3
+    torch.testing.assert_close(steered[:, :-3], plain[:, :-3])  # the rest of the prompt does not
 
 
 def test_fit_bce_orders_s_by_label(tiny_model, fitted):

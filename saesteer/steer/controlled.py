@@ -17,23 +17,25 @@ Patch, at every patched layer l ∈ P and every patched position t:
     h_l(t) ← h_l(t) + α · scale · σ(w_l) · d_l              α = 0 or scale = 0: the identity
 
 Timing (`Controller.timing`):
-  - "prefill" (default, ours): t* = the prompt's last token, read in the sequence's first forward
-    pass (the prompt, which is not patched), and the same (s, w) patch every later position (the
-    generated tokens) at every patched layer. A pass that continues a sequence without KV cache
+  - "prefill" (default, ours): t* = the prompt's last token, read by an unpatched pre-pass of the
+    prompt (run without KV cache just before the sequence's first forward pass), and the same
+    (s, w) patch, at every patched layer, the prompt's last token (whose output is the first
+    generated token) and every later position. A pass that continues a sequence without KV cache
     (one token longer than the last) re-uses the stored values, so greedy text is the same with and
-    without cache. The first generated token is sampled from the prompt pass and is not steered.
+    without cache. The pre-pass costs one extra prompt forward per sequence.
   - "same-pass" (the reference, for comparison): each patched position t reads its own
     t* = t in the same forward pass. (s, w) only exist once the last input layer has run, so the
     patched layers below it are never patched: with the default input layers (the last four) only
     the final block is. That is the reference's flaw, kept to measure it.
 
-Positions. A controller always patches the positions after the prompt (`steer`'s "generated"; "all"
-means the same, "prompt" is refused: the reading is only known at the prompt's end). Prompt and
+Positions. A controller always patches the prompt's last token and the positions after it (`steer`'s
+"generated" or "all" mean that; "prompt" is refused: the reading is only known at the prompt's end). Prompt and
 generated positions are told apart as `saesteer.steer.hooks.PositionTracker` does (the first pass
 of a sequence is the prompt, left padding assumed in a batch). To score whole sequences (prompt +
 completion in one pass, right-padded), enter `controller.scoring(prompt_lengths)` inside the
 `steer(...)` block: row b's prompt is its first prompt_lengths[b] tokens; in "prefill" timing each
-forward then runs twice, once unpatched to read (s, w) at prompt_lengths[b] − 1 and once patched.
+forward then runs twice, once unpatched to read (s, w) at prompt_lengths[b] − 1 and once patched
+from that position on.
 
 Saved as a folder (`save_controller`, reached through `saesteer.steer.io.save_code`):
     code.safetensors   net.* (the MLP and the feature mean/std), directions [|P|, d_model]
@@ -251,15 +253,17 @@ class _Run:
         self.coef_rows: torch.Tensor | None = None  # [B, n] bool, positions patched in this pass
         self.readings: dict[int, torch.Tensor] = {}
 
-    def begin(self, offset: int, rerun=None) -> None:
-        """A forward pass starts at absolute position `offset`; `rerun()` runs it again unpatched
-        (for the scoring pre-read)."""
+    def begin(self, offset: int, n: int, rerun=None) -> None:
+        """A forward pass of `n` positions starts at absolute position `offset`; `rerun()` runs it
+        again unpatched and without KV cache (the prefill pre-read)."""
         self.offset, self.ready, self.readings, self.pass_values = offset, False, {}, None
-        if self.nested:
+        if self.nested or self.base.timing != "prefill":
             return
-        if self.base.prompt_lengths is not None and self.base.timing == "prefill":
+        scoring = self.base.prompt_lengths is not None
+        if scoring or (offset == 0 and self.starts_sequence(n)):
             if rerun is None:
-                raise ValueError("This model kind cannot re-run a pass for controller.scoring.")
+                raise ValueError("This model kind cannot re-run a pass for the controller's read.")
+            self.values = None
             self.nested = True
             try:
                 with torch.no_grad():
@@ -267,6 +271,12 @@ class _Run:
             finally:
                 self.nested = False
             self.offset, self.ready, self.readings = offset, False, {}
+
+    def starts_sequence(self, n: int) -> bool:
+        """Whether a pass of n positions at offset 0 is a new prompt (not a cache-less re-run of
+        the current sequence one token longer): the rule of `PositionTracker.select`."""
+        t = self.tracker
+        return t.prompt_length is None or t.continued_with_cache or n != t.last_length + 1
 
     def _setup(self, h: torch.Tensor) -> None:
         """At the pass's first hooked layer: which positions are read and which are patched."""
@@ -288,7 +298,7 @@ class _Run:
                     f"controller.scoring got {lengths.numel()} prompt lengths for a batch of {batch}."
                 )
             lengths = lengths.to(device)
-            patched = positions[None] >= lengths[:, None]
+            patched = positions[None] >= lengths[:, None] - 1
             if self.base.timing == "prefill":
                 if self.nested:
                     self.read_at = (lengths.clamp(max=n) - 1)[:, None]
@@ -298,14 +308,18 @@ class _Run:
                 self.read_at = positions[None].expand(batch, n)
                 self.coef_rows = patched
             return
-        chosen = self.tracker.select(self.offset, n)
-        if chosen.start == chosen.stop:  # the prompt pass
-            if self.base.timing == "prefill" and self.offset == 0:
-                self.values = None
-                self.read_at = torch.full((batch, 1), n - 1, device=device)
+        if self.nested:  # the prefill pre-read of a new prompt: read its last token, patch nothing
+            self.read_at = torch.full((batch, 1), n - 1, device=device)
             return
+        chosen = self.tracker.select(self.offset, n)
         rows = torch.zeros(batch, n, dtype=torch.bool, device=device)
         rows[:, chosen] = True
+        if self.base.timing == "prefill":  # the prompt's last token too, when in this pass
+            last = self.tracker.prompt_length - 1 - self.offset
+            if 0 <= last < n:
+                rows[:, last] = True
+        if not rows.any():  # a same-pass prompt pass
+            return
         self.coef_rows = rows
         if self.base.timing == "same-pass":
             self.read_at = positions[None].expand(batch, n)
@@ -392,7 +406,11 @@ def attach(
         def forward_with_offset(*args, **kwargs):
             cache = kwargs.get("past_kv_cache")
             offset = cache[0].past_keys.shape[1] if cache is not None else 0
-            run.begin(offset, lambda: forward(*args, **kwargs))
+            tokens = args[0] if args else kwargs.get("input")
+            # tokens [B, n] or, from TL's generate (start_at_layer=0), embeddings [B, n, d]
+            n = tokens.shape[1] if isinstance(tokens, torch.Tensor) and tokens.ndim >= 2 else 0
+            plain = {k: v for k, v in kwargs.items() if k != "past_kv_cache"}
+            run.begin(offset, n, lambda: forward(*args, **plain))
             return forward(*args, **kwargs)
 
         model.forward = forward_with_offset
@@ -404,7 +422,13 @@ def attach(
         def pre_hook(module, args, kwargs):
             cache = kwargs.get("cache", kwargs.get("past_key_values"))
             offset = cache.get_seq_length() if cache is not None else 0
-            run.begin(offset, None if run.nested else lambda: module(*args, **kwargs))
+            tokens = args[0] if args else kwargs.get("input_ids", kwargs.get("inputs_embeds"))
+            n = tokens.shape[1] if isinstance(tokens, torch.Tensor) else 0
+            plain = {
+                **{k: v for k, v in kwargs.items() if k not in ("past_key_values", "cache")},
+                "use_cache": False,
+            }
+            run.begin(offset, n, None if run.nested else lambda: module(*args, **plain))
 
         handles.append(model.register_forward_pre_hook(pre_hook, with_kwargs=True))
     try:

@@ -50,6 +50,7 @@ from typing import Any
 
 import torch
 
+from saesteer.steer.hooks import is_hooked_transformer
 from saesteer.steer.sites import Site
 
 FORMAT = "saesteer-weight-edit/1"
@@ -70,10 +71,6 @@ class Architecture:
 
     def describe(self) -> str:
         return ", ".join(f"{k} {v}" for k, v in asdict(self).items())
-
-
-def is_hooked_transformer(model) -> bool:
-    return hasattr(model, "hook_dict") and hasattr(model, "cfg")
 
 
 def architecture_of(model) -> Architecture:

@@ -30,8 +30,8 @@ Objective, per step over a batch B of pairs (rows of the plain prompt with y_w a
       + λ_reg · (mean |σ(w) − 0.5| + ρ · mean σ(w))                     over every w of the step
 
 π₀ the frozen model, π the same model with the controller's prefill patch at training strength
-α_train (h_l ← h_l + α_train · scale(s(x)) · σ(w_l(x)) · d_l at every patched layer l, on the response
-positions: those after the prompt, as at generation) and x read from the unpatched prompt.
+α_train (h_l ← h_l + α_train · scale(s(x)) · σ(w_l(x)) · d_l at every patched layer l, on the prompt's
+last token and the response positions, as at generation) and x read from the unpatched prompt.
 
   - the paper's: the BCE on s with a prompt label, and the regulariser with λ_reg = 0.1, ρ = 0.01
     (its w get no other signal). Note that mean|σ(w) − 0.5| pulls every σ(w) toward 0.5.
@@ -342,7 +342,8 @@ def patched_logprobs(model, ctl: Controller, data: Data, rows, alpha: float, s, 
     scale, gates = ctl.strength(s), torch.sigmoid(w)
     device = data.resid.device
     positions = torch.arange(data.ids.shape[1], device=device)
-    after = (positions[None] >= data.starts[rows].to(device)[:, None]).float()  # [rows, T]
+    # from the prompt's last token on: its output gives the first completion token
+    after = (positions[None] >= data.starts[rows].to(device)[:, None] - 1).float()  # [rows, T]
     dirs = ctl.directions.to(device)
     low = ctl.patched_layers[0]
 
