@@ -40,7 +40,7 @@ class MethodSpec:
     @property
     def deterministic(self) -> bool:
         options = dict(self.overrides)
-        seedless = ("mean-diff", "selective", "swfc", "sttp", "stmp", "grains")
+        seedless = ("mean-diff", "selective", "swfc", "sttp", "stmp", "grains", "lqr", "steer2edit")
         return bool(self.code_dir) or self.base in seedless or options.get("lr") == 0
 
     @property
