@@ -106,6 +106,12 @@ def as_intervention(code: SteeringCode | Intervention) -> Intervention:
         operator: Operator = Add(code.vector)
     elif isinstance(code, LatentCode):
         operator = LatentEdit(code)
+    elif getattr(code, "weight_edit", False) or getattr(code, "controller", False):
+        raise TypeError(
+            f"A {type(code).__name__} ({code.method}) is not a list of activation edits, so this "
+            "path (the audit's) cannot take it yet; apply it with steer(model, it, alpha) and "
+            "measure it with `saesteer bench-steer --methods code:DIR`."
+        )
     else:
         raise TypeError(f"Not a steering code or intervention: {type(code).__name__}.")
     return Intervention([Edit(site, operator)], code.method, code.model_name, code.meta)
