@@ -28,7 +28,9 @@ class BenchSteerConfig:
     alphas: str = option(
         "auto",
         "strengths: auto (bracket then bisect each method's α where perplexity crosses the "
-        "budget) or a comma-separated list such as 0.5,1,2,4",
+        "budget), predicted (rank --strength-grid by a steerability predictor trained on the "
+        "other behaviours' rollouts, decode the top --strength-decodes; saesteer.steer.asteer) "
+        "or a comma-separated list such as 0.5,1,2,4",
     )
     seeds: int = option(2, "training seeds per method (deterministic methods fit once)")
     model: str = option("smollm2-135m-instruct", "model name or local folder")
@@ -43,6 +45,12 @@ class BenchSteerConfig:
     max_new_tokens: int = option(32, "tokens generated per prompt (greedy)")
     budget: float = option(2.0, "coherence budget: the perplexity limit as a multiple of unsteered")
     auto_max_probes: int = option(6, "alphas auto: strengths tried per (method, seed)")
+    strength_grid: str = option("0.5,1,2,3,4,6,8,12", "alphas predicted: the grid it ranks")
+    strength_decodes: int = option(3, "alphas predicted: best-ranked strengths decoded")
+    strength_trials: int = option(5, "alphas predicted: hyper-parameter draws of each predictor")
+    strength_compare: bool = option(
+        True, "alphas predicted: also decode the whole grid to report tokens saved at equal success"
+    )
     capability: str = option(
         "best",
         "capability retention (multiple choice + held-out Brown perplexity): at each method's "
@@ -69,18 +77,31 @@ class BenchSteerConfig:
         if not self.behaviours or not self.methods:
             raise ValueError("Give at least one behaviour and one method.")
         self.grid()  # a bad --alphas fails here, before any work
+        if self.alphas.strip() == "predicted":
+            check_at_least(self, ("strength_decodes", "strength_trials"), 1)
+            self.strength_alphas()
 
     def grid(self) -> list[float] | None:
         """The fixed strengths (sorted, 0 dropped: it is the shared baseline), None for auto."""
-        if self.alphas.strip() == "auto":
+        if self.alphas.strip() in ("auto", "predicted"):
             return None
         try:
             values = sorted({float(a) for a in self.alphas.split(",") if a.strip()})
         except ValueError:
             raise ValueError(
-                f"--alphas must be 'auto' or numbers separated by commas, got {self.alphas!r}."
+                f"--alphas must be 'auto', 'predicted' or numbers separated by commas, got "
+                f"{self.alphas!r}."
             ) from None
         values = [a for a in values if a != 0]
         if not values or not all(math.isfinite(a) for a in values):
             raise ValueError(f"--alphas needs finite non-zero strengths, got {self.alphas!r}.")
+        return values
+
+    def strength_alphas(self) -> list[float]:
+        """--strength-grid as floats (alphas predicted)."""
+        from saesteer.steer.asteer.options import parse_grid
+
+        values = parse_grid(self.strength_grid, "--strength-grid")
+        if not values:
+            raise ValueError("--strength-grid is empty; give strengths such as 0.5,1,2,4,8.")
         return values

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from saesteer.steer.batching import left_padded
 from saesteer.steer.hooks import is_hooked_transformer
 
 CHUNK_ROWS = 16
@@ -44,13 +45,8 @@ def sequence_outputs(
     out = []
     for lo in range(0, len(rows), CHUNK_ROWS):
         chunk = rows[lo : lo + CHUNK_ROWS]
-        width = max(r.numel() for r in chunk)
-        ids = torch.zeros(len(chunk), width, dtype=torch.long)
-        mask = torch.zeros(len(chunk), width, dtype=torch.long)
-        for i, r in enumerate(chunk):
-            ids[i, width - r.numel() :] = r
-            mask[i, width - r.numel() :] = 1
-        positions = (mask.cumsum(-1) - 1).clamp_min(0)
+        ids, mask, positions = left_padded(chunk)
+        width = ids.shape[1]
         device = model.device
         result = model(
             ids.to(device),

@@ -77,6 +77,9 @@ class _Grid:
             "common": common,
         }
         per_seed = len(config.grid() or []) or config.auto_max_probes
+        if config.alphas.strip() == "predicted":  # saesteer.steer.asteer.bench
+            compare = config.strength_compare
+            per_seed = len(config.strength_alphas()) if compare else config.strength_decodes
         total = sum((1 if s.deterministic else config.seeds) * per_seed for s in specs) * len(
             config.behaviours
         ) + len(config.behaviours)
@@ -149,7 +152,17 @@ def _method_cells(grid: _Grid, evaluator, base: dict, spec: MethodSpec, behaviou
         return cells[alpha]["ppl"]
 
     alphas = config.grid()
-    if alphas is None:
+    search = None
+    if config.alphas.strip() == "predicted":
+        from saesteer.steer.asteer.bench import predicted_alphas
+
+        def cell_at(alpha: float) -> dict[str, Any]:
+            ppl_at(alpha)
+            return cells[alpha]
+
+        limit = config.budget * base["ppl"]
+        search = predicted_alphas(grid, evaluator, key, code, spec, cell_at, limit)
+    elif alphas is None:
         auto_alphas(ppl_at, config.budget * base["ppl"], config.auto_max_probes)
     else:
         for alpha in alphas:
@@ -165,6 +178,8 @@ def _method_cells(grid: _Grid, evaluator, base: dict, spec: MethodSpec, behaviou
         "val_accuracy": code.meta.get("val_accuracy"),
         "code_sha256": _checksum(path),
     }
+    if search is not None:
+        info["strength_search"] = search
     return ordered, info
 
 

@@ -42,6 +42,15 @@ def run(args: argparse.Namespace) -> int:
                 f"  {method:<22} {alphas:>12} {best['success_rate']:>8.2f} {best['ppl']:>7.2f} "
                 f"{best['kl']:>7.3f} {best['combined']:>5.2f}  {versus}"
             )
+            for info in data.get("codes", {}).values():  # --alphas predicted
+                found = info.get("strength_search") or {}
+                if "grid_search" in found:
+                    mine, full = found["search"], found["grid_search"]
+                    print(
+                        f"    predicted α {found['decoded']}: success {mine['success_rate']:.2f} "
+                        f"in {mine['tokens']} tokens; grid {full['success_rate']:.2f} in "
+                        f"{full['tokens']} ({found['tokens_saved']:.0%} saved)"
+                    )
     seconds = result.report["seconds"]
     print(
         f"\nwall {seconds['wall']:.0f} s · "

@@ -8,6 +8,7 @@ HELP = "Generate text (optionally a chat reply, optionally steered with --steer 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from saesteer.steer.asteer.options import add_auto_arguments
     from saesteer.steer.options import add_steering_arguments
 
     parser.add_argument("--model", default="smollm2-135m-instruct", help="model name or folder")
@@ -32,6 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "on CPU than TransformerLens generate), else TransformerLens",
     )
     add_steering_arguments(parser)
+    add_auto_arguments(parser)
 
 
 def load_generation_model(name: str, backend: str, device: str):
@@ -53,7 +55,16 @@ def check_arguments(args: argparse.Namespace) -> None:
     from saesteer.steer.generate import check_device, check_max_new_tokens, check_temperature
     from saesteer.steer.hooks import check_alpha
 
-    check_alpha(args.alpha, "--alpha")
+    if getattr(args, "alpha", None) == "auto":
+        from saesteer.steer.asteer.options import parse_grid
+
+        if not args.steer:
+            raise ValueError("--alpha auto chooses a strength for a code: pass --steer DIR too.")
+        if args.steer_positions != "all":
+            raise ValueError("--alpha auto predicts for codes steering all positions.")
+        parse_grid(args.alpha_grid)
+    else:
+        check_alpha(args.alpha, "--alpha")
     check_temperature(args.temperature, "--temperature")
     check_max_new_tokens(args.max_new_tokens, "--max-new-tokens")
     check_device(args.device)
@@ -64,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
 
     check_arguments(args)
     model, tokenizer = load_generation_model(args.model, args.backend, args.device)
+    if args.alpha == "auto":
+        return _run_auto(args, model, tokenizer)
     with apply_steering_from_args(model, args):
         texts = generate_steered(
             model,
@@ -76,4 +89,34 @@ def run(args: argparse.Namespace) -> int:
         )
     for prompt, text in zip(args.prompt, texts, strict=True):
         print(text if len(args.prompt) == 1 else f"### {prompt}\n{text}\n")
+    return 0
+
+
+def _run_auto(args: argparse.Namespace, model, tokenizer) -> int:
+    """--alpha auto: each prompt at the grid α of highest predicted P(success)."""
+    from saesteer.steer.asteer.auto import generate_auto, load_strength_model, parse_grid
+    from saesteer.steer.io import load_code
+
+    sae = None
+    if args.sae:
+        from saesteer.sae.io import load_sae
+
+        sae = load_sae(args.sae)
+    code = load_code(args.steer, sae=sae)
+    predictor = load_strength_model(args.strength_model, model, code.model_name)
+    texts, alphas = generate_auto(
+        model,
+        tokenizer,
+        code,
+        args.prompt,
+        predictor,
+        parse_grid(args.alpha_grid),
+        chat=args.chat,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        seed=args.seed,
+    )
+    for prompt, text, alpha in zip(args.prompt, texts, alphas, strict=True):
+        print(f"### α = {alpha:g}" + (f" · {prompt}" if len(args.prompt) > 1 else ""))
+        print(text + ("\n" if len(args.prompt) > 1 else ""))
     return 0

@@ -96,3 +96,16 @@ def preference_margins(logp: torch.Tensor, logp_ref: torch.Tensor) -> torch.Tens
     """r(y_w) − r(y_l) per pair [n_pairs], with r(y) = log π(y|x) − log π_0(y|x); rows interleaved."""
     reward = (logp - logp_ref).view(-1, 2)
     return reward[:, 0] - reward[:, 1]
+
+
+def left_padded(rows: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """1-D id rows → (ids, attention mask, position ids) [len(rows), max length], left-padded with
+    0, positions counted from each row's first real token (what a Hugging Face model needs to give
+    every row the activations it has alone). Row i's tokens are ids[i, width − len_i:]."""
+    width = max(r.numel() for r in rows)
+    ids = torch.zeros(len(rows), width, dtype=torch.long)
+    mask = torch.zeros(len(rows), width, dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, width - r.numel() :] = r
+        mask[i, width - r.numel() :] = 1
+    return ids, mask, (mask.cumsum(-1) - 1).clamp_min(0)

@@ -1,0 +1,255 @@
+"""Strength search: rank an α grid by predicted P(success), decode only the top candidates.
+
+For a code, prompts x_1..x_n and a grid α_1..α_G:
+
+    1. features f(x_i, α_j) for every (i, j): K steered steps + one replay each (`steer_features`),
+       batched over prompts per α; p_ij = P(success | f(x_i, α_j)) from the predictor;
+    2. per prompt, the grid in order of decreasing p_ij (ties: the smaller α first);
+    3. with a judge (scorer + coherence rule, `saesteer.steer.asteer.labels.Judge`): fully decode the
+       next candidate of every prompt not yet successful (batched per α), at most `max_decodes`
+       rounds; a prompt's α is its first success, else its top-ranked candidate;
+       without a judge: the top-ranked α, decoded once.
+
+Cost in decoded tokens: K · G per prompt for the features plus the tokens of every full decode.
+The baselines on the same grid (`compare_on_table`, from complete rollout tables):
+
+    grid     decode every α, keep a successful one (the per-item oracle's success; G full decodes)
+    sweep    decode α in increasing order until one succeeds (same success, fewer decodes)
+    fixed    the one α with the best success rate over the items (chosen knowing every label)
+    oracle   success if any α of the grid succeeds, at the cost of one decode
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from saesteer.steer.asteer.features import FeatureSpec, check_alpha_grid, steer_features
+from saesteer.steer.asteer.labels import SUCCESS, rollout
+
+JudgeFn = Callable[[float, Sequence[int], Sequence[dict[str, Any]]], list[str]]
+
+
+def rank_grid(p_success: np.ndarray, grid: Sequence[float]) -> list[list[int]]:
+    """Per row of p_success [n, G], grid indices by decreasing P(success), ties to the smaller α."""
+    p = np.asarray(p_success, dtype=np.float64)
+    if p.ndim != 2 or p.shape[1] != len(grid):
+        raise ValueError(f"p_success must be [n, {len(grid)}], got {p.shape}.")
+    return [sorted(range(len(grid)), key=lambda j, r=row: (-r[j], grid[j])) for row in p]
+
+
+@dataclass
+class SearchResult:
+    """Per prompt: the chosen α, whether a decode at it succeeded (None: no judge), full decodes,
+    decoded tokens (features + full decodes), the text at the chosen α and the ranking."""
+
+    alphas: list[float]
+    success: list[bool | None]
+    decodes: list[int]
+    tokens: list[int]
+    texts: list[str]
+    ranked: list[list[tuple[float, float]]] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        judged = [s for s in self.success if s is not None]
+        return {
+            "success_rate": sum(judged) / len(judged) if judged else None,
+            "tokens": int(sum(self.tokens)),
+            "decodes": int(sum(self.decodes)),
+            "n": len(self.alphas),
+        }
+
+
+def predict_grid(
+    model: Any,
+    code: Any,
+    prompt_ids: Any,
+    prompt_mask: Any,
+    grid: Sequence[float],
+    predictor: Any,
+    spec: FeatureSpec | None = None,
+) -> np.ndarray:
+    """[n_prompts, G, 3] class probabilities of every (prompt, α)."""
+    grid = check_alpha_grid(grid)
+    spec = spec or predictor.spec
+    columns = [
+        predictor.predict_proba(
+            steer_features(model, code, prompt_ids, prompt_mask, alpha, spec).numpy()
+        )
+        for alpha in grid
+    ]
+    return np.stack(columns, 1)
+
+
+def search_strength(
+    model: Any,
+    tokenizer: Any,
+    code: Any,
+    prompts: Sequence[str],
+    grid: Sequence[float],
+    predictor: Any,
+    judge: JudgeFn | None = None,
+    chat: bool = False,
+    max_new_tokens: int = 40,
+    max_decodes: int = 3,
+    scorer_model: Any = None,
+) -> SearchResult:
+    """The search of the module docstring for each prompt (live: decodes with the model)."""
+    from saesteer.steer.generate import batch_prompt_ids
+
+    grid = check_alpha_grid(grid)
+    if max_decodes < 1:
+        raise ValueError(f"max_decodes must be ≥ 1, got {max_decodes}.")
+    ids, mask = batch_prompt_ids(tokenizer, prompts, chat=chat)
+    proba = predict_grid(model, code, ids, mask, grid, predictor)
+    p = proba[:, :, SUCCESS]
+    order = rank_grid(p, grid)
+    n, k = len(prompts), predictor.spec.k_steps
+    tokens = [k * len(grid)] * n
+    decodes = [0] * n
+    chosen: list[int | None] = [None] * n
+    texts = [""] * n
+    first: dict[int, tuple[int, dict[str, Any]]] = {}
+    rounds = 1 if judge is None else min(max_decodes, len(grid))
+    for step in range(rounds):
+        todo = [i for i in range(n) if chosen[i] is None]
+        if not todo:
+            break
+        by_alpha: dict[int, list[int]] = {}
+        for i in todo:
+            by_alpha.setdefault(order[i][step], []).append(i)
+        for j, items in sorted(by_alpha.items()):
+            outs = rollout(
+                model,
+                tokenizer,
+                code,
+                grid[j],
+                ids[items],
+                mask[items],
+                max_new_tokens,
+                scorer_model,
+            )
+            labels = judge(grid[j], items, outs) if judge is not None else [None] * len(items)
+            for i, out, label in zip(items, outs, labels, strict=True):
+                decodes[i] += 1
+                tokens[i] += out["tokens"]
+                first.setdefault(i, (j, out))
+                if judge is None or label == "success":
+                    chosen[i], texts[i] = j, out["text"]
+    success: list[bool | None] = []
+    for i in range(n):
+        if chosen[i] is None:  # no candidate succeeded: the top-ranked one
+            chosen[i], texts[i] = first[i][0], first[i][1]["text"]
+            success.append(False)
+        else:
+            success.append(None if judge is None else True)
+    return SearchResult(
+        [grid[j] for j in chosen],  # type: ignore[index]
+        success,
+        decodes,
+        tokens,
+        texts,
+        [[(grid[j], float(p[i, j])) for j in order[i]] for i in range(n)],
+    )
+
+
+def grid_search(
+    model: Any,
+    tokenizer: Any,
+    code: Any,
+    prompts: Sequence[str],
+    grid: Sequence[float],
+    judge: JudgeFn,
+    chat: bool = False,
+    max_new_tokens: int = 40,
+    scorer_model: Any = None,
+) -> SearchResult:
+    """Decode every α of the grid for every prompt; a prompt's α is its smallest successful one
+    (else the smallest α)."""
+    from saesteer.steer.generate import batch_prompt_ids
+
+    grid = check_alpha_grid(grid)
+    ids, mask = batch_prompt_ids(tokenizer, prompts, chat=chat)
+    n = len(prompts)
+    order = sorted(range(len(grid)), key=lambda j: grid[j])
+    chosen: list[int | None] = [None] * n
+    texts, tokens = [""] * n, [0] * n
+    fallback: dict[int, str] = {}
+    for j in order:
+        items = list(range(n))
+        outs = rollout(model, tokenizer, code, grid[j], ids, mask, max_new_tokens, scorer_model)
+        for i, out, label in zip(items, outs, judge(grid[j], items, outs), strict=True):
+            tokens[i] += out["tokens"]
+            fallback.setdefault(i, out["text"])
+            if label == "success" and chosen[i] is None:
+                chosen[i], texts[i] = j, out["text"]
+    success = [c is not None for c in chosen]
+    alphas = [grid[c] if c is not None else grid[order[0]] for c in chosen]
+    texts = [t if s else fallback[i] for i, (t, s) in enumerate(zip(texts, success, strict=True))]
+    return SearchResult(alphas, list(success), [len(grid)] * n, tokens, texts)
+
+
+def compare_on_table(
+    p_success: np.ndarray,
+    labels: np.ndarray,
+    tokens: np.ndarray,
+    grid: Sequence[float],
+    k_steps: int,
+    budgets: Sequence[int] = (1, 2, 3),
+) -> dict[str, Any]:
+    """Search vs the baselines (module docstring) offline, from complete rollouts of n items.
+
+    p_success [n, G] predicted; labels [n, G] true class indices; tokens [n, G] tokens of each
+    full decode. Returns {policy: {success_rate, tokens, tokens_per_item, decodes}}."""
+    p, lab, tok = (np.asarray(a) for a in (p_success, labels, tokens))
+    n, g = lab.shape
+    if p.shape != (n, g) or tok.shape != (n, g) or len(grid) != g:
+        raise ValueError(f"p_success, labels and tokens must all be [n, {len(grid)}].")
+    ok = lab == SUCCESS
+    out: dict[str, Any] = {}
+
+    def entry(success: np.ndarray, spent: float, decodes: float) -> dict[str, Any]:
+        return {
+            "success_rate": float(success.mean()) if n else 0.0,
+            "tokens": float(spent),
+            "tokens_per_item": float(spent / n) if n else 0.0,
+            "decodes": float(decodes),
+        }
+
+    order = rank_grid(p, grid)
+    for budget in budgets:
+        b = min(budget, g)
+        success = np.zeros(n, dtype=bool)
+        spent, decodes = float(k_steps * g * n), 0
+        for i in range(n):
+            for j in order[i][:b]:
+                spent += tok[i, j]
+                decodes += 1
+                if ok[i, j]:
+                    success[i] = True
+                    break
+        out[f"search@{b}"] = entry(success, spent, decodes)
+    top1 = np.array([ok[i, order[i][0]] for i in range(n)])
+    out["predicted top-1"] = entry(
+        top1, k_steps * g * n + sum(tok[i, order[i][0]] for i in range(n)), n
+    )
+    out["grid"] = entry(ok.any(1), tok.sum(), n * g)
+    ascending = sorted(range(g), key=lambda j: grid[j])
+    spent, decodes = 0.0, 0
+    for i in range(n):
+        for j in ascending:
+            spent += tok[i, j]
+            decodes += 1
+            if ok[i, j]:
+                break
+    out["sweep"] = entry(ok.any(1), spent, decodes)
+    best = int(np.argmax(ok.mean(0) - 1e-9 * np.asarray(grid)))
+    out["fixed"] = {**entry(ok[:, best], tok.sum(), n * g), "alpha": float(grid[best])}
+    oracle_tokens = sum(
+        tok[i, int(np.argmax(ok[i]))] if ok[i].any() else tok[i, ascending[0]] for i in range(n)
+    )
+    out["oracle"] = entry(ok.any(1), oracle_tokens, n)
+    return out
