@@ -6,7 +6,7 @@ import argparse
 
 HELP = (
     "Learn a steering code from preference pairs: yapo (sparse SAE code), bipo, mean-diff, "
-    "selective, swfc, sttp, stmp, cdas or grains."
+    "selective, swfc, sttp, stmp, cdas, grains, lqr, controller or steer2edit."
 )
 
 
