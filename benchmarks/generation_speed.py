@@ -8,7 +8,10 @@ The intervention rows use random directions in the shapes each method produces (
 depends on the operators and sites, not on the fitted values): Selective Steering's rotations at the
 two norm outputs of 12 layers (standard, and adaptive with its gate), StTP's gated set-projection,
 StMP's gated reflection, CDAS's set-projection and GrAInS's norm-rescaled addition, each at
-blocks.15.
+blocks.15; A-LQR's feedback at every block's output (30 edits that each read the block input);
+a Guiding Giants controller (MLP 4·576 → 256 → 31 over the last 4 blocks, patching all 30, with its
+prompt pre-read); a Steer2Edit weight edit of 60 heads and 20 neurons (applied to the weights on
+entering `steer`, written back on exit: no per-token hook).
 
 The YaPO code lives in a random ReLU SAE (576 → 4608) at blocks.15.hook_resid_post with a 32-latent
 support (the edit's cost depends on the support size, not on how the SAE was trained). Requirement:
@@ -46,6 +49,7 @@ def method_interventions() -> dict:
     from saesteer.steer.intervention import Edit, Intervention
     from saesteer.steer.operators import (
         AddRescale,
+        Feedback,
         Reflect,
         Rotation2D,
         SetProjection,
@@ -75,7 +79,51 @@ def method_interventions() -> dict:
         "HF + stmp (gated reflection)": one(Reflect(u, 0.0), gate, "stmp"),
         "HF + cdas (set-projection)": one(SetProjection(u, 3.0, -3.0), None, "cdas"),
         "HF + grains (add-rescale)": one(AddRescale(u), None, "grains"),
+        "HF + lqr (feedback at 30 blocks)": Intervention(
+            [Edit(Site(t, "resid_post"), Feedback(u, 0.01 * b1, 1.0)) for t in range(30)],
+            "lqr",
+            name,
+        ),
+        "HF + controller (all 30 layers)": random_controller(g),
+        "HF + steer2edit (60 heads, 20 neurons)": random_weight_edit(g),
     }
+
+
+def random_controller(g: torch.Generator):
+    """A controller of the default model's shapes with random weights (the cost is the shapes')."""
+    from saesteer.steer.controlled import Controller, ControllerNet
+
+    net = ControllerNet(4 * 576, 256, 31)
+    directions = 0.01 * torch.randn(30, 576, generator=g)
+    return Controller(net, range(26, 30), range(30), directions, "smollm2-135m-instruct", 30)
+
+
+def random_weight_edit(g: torch.Generator):
+    """A Steer2Edit edit of 2 heads at each of the 30 layers and 1 neuron at each of the first 20."""
+    from saesteer.steer.operators import unit
+    from saesteer.steer.weight_edit import Architecture, LayerEdit, WeightEdit
+
+    arch = Architecture(n_layers=30, d_model=576, n_heads=9, d_head=64, d_mlp=1536)
+    layers = []
+    for layer in range(30):
+        keys = torch.nn.functional.normalize(torch.randn(2, 64, generator=g), dim=1)
+        neurons = (
+            torch.tensor([layer * 7 % 1536]) if layer < 20 else torch.zeros(0, dtype=torch.long)
+        )
+        layers.append(
+            LayerEdit(
+                layer,
+                unit(torch.randn(576, generator=g)),
+                torch.tensor([0, 1]),
+                0.1 * torch.ones(2),
+                keys,
+                unit(torch.randn(576, generator=g)),
+                neurons,
+                0.1 * torch.ones(neurons.numel()),
+                torch.ones(neurons.numel()),
+            )
+        )
+    return WeightEdit(layers, "smollm2-135m-instruct", arch)
 
 
 def main() -> None:
