@@ -201,3 +201,16 @@ def direct_log_odds(model, tokenizer, pairs, code, alpha: float) -> list[float]:
             )
         out.append(scores[0] - scores[1])
     return out
+
+
+def steered_logit_shift(model, code, ids) -> torch.Tensor:
+    """|logits under `code` at α = 1 − plain logits| of `ids`, after checking that α = 0 gives the
+    plain logits exactly (every intervention test first proves it moves the output)."""
+    from saesteer.steer.hooks import steer
+
+    with torch.no_grad():
+        plain = model(ids)
+        with steer(model, code, 0.0):
+            assert torch.equal(model(ids), plain)
+        with steer(model, code, 1.0):
+            return (model(ids) - plain).abs()
