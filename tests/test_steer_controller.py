@@ -370,3 +370,12 @@ def test_bad_options_are_refused(tiny_model):
         pass
     with pytest.raises(ValueError, match="finite"), steer(model, ctl, float("nan")):
         pass
+
+
+def test_load_code_routes_the_controller_and_weight_edit_formats():
+    from saesteer.steer import controlled, io, weight_edit
+
+    assert io.OTHER_FORMATS == {
+        weight_edit.FORMAT: ("saesteer.steer.weight_edit", "load_weight_edit"),
+        controlled.FORMAT: ("saesteer.steer.controlled", "load_controller"),
+    }

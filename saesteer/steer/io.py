@@ -17,6 +17,7 @@ indices outside the SAE) is a `CodeFormatError` naming the file.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 from pathlib import Path
@@ -38,6 +39,10 @@ from saesteer.steer.sites import Site, check_sites_fit
 
 FORMAT = "saesteer-steering-code/1"
 INTERVENTION_FORMAT = "saesteer-intervention/1"
+OTHER_FORMATS = {  # format → (module, loader); the module's FORMAT constant is the same string
+    "saesteer-weight-edit/1": ("saesteer.steer.weight_edit", "load_weight_edit"),
+    "saesteer-controller/1": ("saesteer.steer.controlled", "load_controller"),
+}
 WEIGHTS_FILE = "code.safetensors"
 META_FILE = "code.json"
 
@@ -245,16 +250,9 @@ def load_code(path: str | os.PathLike, sae=None) -> SteeringCode | Intervention:
     found = _read_json_record(path).get("format")
     if found == INTERVENTION_FORMAT:
         return load_intervention(path, sae)
-    from saesteer.steer.weight_edit import FORMAT as WEIGHT_EDIT_FORMAT
-
-    if found == WEIGHT_EDIT_FORMAT:
-        from saesteer.steer.weight_edit import load_weight_edit
-
-        return load_weight_edit(path)
-    if found == "saesteer-controller/1":  # saesteer.steer.controlled.FORMAT
-        from saesteer.steer.controlled import load_controller
-
-        return load_controller(path)
+    if found in OTHER_FORMATS:  # a weight edit or a controller: their modules load them
+        module, loader = OTHER_FORMATS[found]
+        return getattr(importlib.import_module(module), loader)(path)
     record = read_code_record(path)
     info = record.get("sae")
     tensors = read_code_tensors(path, ("vector",) if info is None else ("values", "support"))
