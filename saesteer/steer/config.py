@@ -204,7 +204,11 @@ class TrainSteerConfig:
         "lqr: setpoint β_t = v̂·μ⁺ + (λ − 1)‖μ⁺ − μ⁻‖ (1: the chosen completions' mean level, "
         "0: the rejected ones')",
     )
-    lqr_prompts: int = option(30, "lqr: prompts whose last-position Jacobians are averaged")
+    lqr_prompts: int = option(
+        30,
+        "lqr: distinct training prompts whose last-position Jacobians are averaged (at most as "
+        "many as the pairs have; the shipped sets have 12–20)",
+    )
     lqr_jacobians: str = option(
         "",
         "lqr: Jacobian cache file (resumed, refused if made for another model; default: one "
@@ -219,9 +223,9 @@ class TrainSteerConfig:
     controller_hidden: int = option(256, "controller: hidden units of the MLP")
     controller_timing: str = option(
         "prefill",
-        "controller: prefill (read the prompt's last token once, patch every generated token at "
-        "every layer) | same-pass (the reference: read and patch in one pass, only layers above "
-        "the last input layer get patched)",
+        "controller: prefill (read the prompt's last token in an unpatched pre-pass, then patch "
+        "every layer from that token on) | same-pass (the reference: read and patch in one pass, "
+        "so only the layers from the last input layer up are ever patched)",
         choices=list(CONTROLLER_TIMINGS),
     )
     controller_scale: str = option(
