@@ -287,17 +287,21 @@ def test_resumable_rollouts(tiny_model, code, tmp_path, monkeypatch):
 
     model, tokenizer = tiny_model
     store = module.RolloutStore(tmp_path / "r")
-    rows = module.collect_rollouts(
-        model,
-        tokenizer,
-        code,
-        "sentiment",
-        "md",
-        PROMPTS,
-        [1.0, 4.0],
-        max_new_tokens=6,
-        store=store,
-    )
+
+    def collect():
+        return module.collect_rollouts(
+            model,
+            tokenizer,
+            code,
+            "sentiment",
+            "md",
+            PROMPTS,
+            [1.0, 4.0],
+            max_new_tokens=6,
+            store=store,
+        )
+
+    rows = collect()
     assert len(rows) == 4 and {r["label"] for r in rows} <= set(CLASSES)
     assert len(rows[0]["features"]) == len(feature_names(FeatureSpec()))
 
@@ -306,17 +310,7 @@ def test_resumable_rollouts(tiny_model, code, tmp_path, monkeypatch):
 
     monkeypatch.setattr(module, "rollout", fail)
     monkeypatch.setattr(module, "steer_features", fail)
-    again = module.collect_rollouts(
-        model,
-        tokenizer,
-        code,
-        "sentiment",
-        "md",
-        PROMPTS,
-        [1.0, 4.0],
-        max_new_tokens=6,
-        store=store,
-    )
+    again = collect()
     assert again == rows
 
 

@@ -17,6 +17,7 @@ from saesteer.steer.io import CodeFormatError, CodeMismatchError, load_code, sav
 from saesteer.steer.operators import (
     Add,
     AddRescale,
+    Feedback,
     Reflect,
     Rotation2D,
     SetProjection,
@@ -224,3 +225,29 @@ def test_every_stream_is_the_same_edit_on_transformer_lens_and_hugging_face(
             hf = default_hf_model(ids).logits
         assert (tl - plain).abs().max() > 0.05, stream
         torch.testing.assert_close(hf, tl, atol=2e-3, rtol=1e-3, msg=stream)
+
+
+def test_a_feedback_edit_reads_the_same_block_input_on_transformer_lens_and_hugging_face(
+    default_model, default_hf_model
+):
+    """A-LQR's feedback at two consecutive blocks (the second reads the first's edited output):
+    HF (its layer pre-hook hands over the input) equals TL (hook_resid_pre)."""
+    model, tokenizer = default_model
+    d = model.cfg.d_model
+    ids = tokenizer("The ocean was calm that morning, and", return_tensors="pt").input_ids
+    g = torch.Generator().manual_seed(1)
+    edits = [
+        Edit(
+            Site(layer, "resid_post"),
+            Feedback(torch.randn(d, generator=g), 0.3 * torch.randn(d, generator=g), 5.0),
+        )
+        for layer in (10, 11)
+    ]
+    intervention = Intervention(edits, "lqr", model.cfg.model_name)
+    plain = model(ids)
+    with steer(model, intervention, 1.0):
+        tl = model(ids)
+    with steer(default_hf_model, intervention, 1.0):
+        hf = default_hf_model(ids).logits
+    assert (tl - plain).abs().max() > 0.05
+    torch.testing.assert_close(hf, tl, atol=2e-3, rtol=1e-3)

@@ -33,6 +33,8 @@ from safetensors import safe_open
 from safetensors.torch import save
 
 from saesteer.paths import atomic_write_bytes, cache_dir
+from saesteer.steer.hooks import record
+from saesteer.steer.sites import Site
 
 FORMAT = "saesteer-jacobians/1"
 
@@ -65,12 +67,13 @@ def last_position_blocks(model, ids: torch.Tensor, layers: Sequence[int]) -> dic
     device = model.cfg.device
     ids = ids.to(device)[None]
     cache = TransformerLensKeyValueCache.init_cache(model.cfg, device, 1)
-    inputs: dict[int, torch.Tensor] = {}
+    sites = {t: Site(t, "resid_pre") for t in layers}
     with torch.no_grad():
         model(ids[:, :-1], past_kv_cache=cache, return_type=None)
         cache.freeze()
-        hooks = [(f"blocks.{t}.hook_resid_pre", _keep(inputs, t)) for t in layers]
-        model.run_with_hooks(ids[:, -1:], past_kv_cache=cache, return_type=None, fwd_hooks=hooks)
+        with record(model, list(sites.values())) as seen:
+            model(ids[:, -1:], past_kv_cache=cache, return_type=None)
+    inputs = {t: seen[site][-1] for t, site in sites.items()}
 
     def block(t: int):
         return lambda x: model.blocks[t](x, past_kv_cache_entry=cache[t])
@@ -90,14 +93,6 @@ def last_position_jacobians(model, ids: torch.Tensor, layers: Sequence[int]) -> 
             (rows,) = torch.autograd.grad(block(x), x, grad_outputs=eye, is_grads_batched=True)
         out.append(rows.reshape(d, d).detach().float().cpu())
     return torch.stack(out)
-
-
-def _keep(store: dict[int, torch.Tensor], t: int):
-    def hook(activation, hook):
-        store[t] = activation
-        return activation
-
-    return hook
 
 
 class JacobianCache:

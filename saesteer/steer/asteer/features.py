@@ -37,6 +37,7 @@ import torch
 
 from saesteer.steer.batching import left_padded
 from saesteer.steer.hooks import is_hooked_transformer, record, steer
+from saesteer.steer.io import model_facts
 from saesteer.steer.sites import Site
 
 QUANTITIES = ("dist", "rel", "cos", "align", "inj")
@@ -98,13 +99,9 @@ def steered_site(code: Any) -> Site:
     return Site.parse(code.hook_name)
 
 
-def model_depth(model: Any) -> int:
-    return model.cfg.n_layers if is_hooked_transformer(model) else model.config.num_hidden_layers
-
-
 def feature_layers(model: Any, code: Any, spec: FeatureSpec) -> list[int]:
     """min(L + o, n_layers − 1) per offset (repeats kept: fixed width for every model)."""
-    last = model_depth(model) - 1
+    last = model_facts(model)[2] - 1  # (name, d_model, n_layers)
     layer = min(steered_site(code).layer, last)
     return [min(layer + o, last) for o in spec.layer_offsets]
 

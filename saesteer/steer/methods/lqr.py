@@ -92,9 +92,8 @@ def riccati_gains(
 
 
 def check_options(config) -> None:
-    for name in ("lqr_r",):
-        if getattr(config, name) <= 0:
-            raise ValueError(f"{name} must be > 0, got {getattr(config, name)}.")
+    if config.lqr_r <= 0:
+        raise ValueError(f"lqr_r must be > 0, got {config.lqr_r}.")
     for name in ("lqr_q", "lqr_q_final"):
         if getattr(config, name) < 0:
             raise ValueError(f"{name} must be ≥ 0, got {getattr(config, name)}.")
