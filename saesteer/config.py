@@ -63,6 +63,7 @@ def add_config_arguments(
         help_text = f.metadata.get("help", "")
         required = f.default is _MISSING and f.default_factory is _MISSING
         help_text += " (required)" if required else f" (default: {default})"
+        help_text = help_text.replace("%", "%%")  # argparse %-formats help strings
         if kind is bool:
             parser.add_argument(
                 flag, action=argparse.BooleanOptionalAction, default=None, help=help_text

@@ -60,3 +60,16 @@ def test_flags_override_the_config_file(tmp_path):
     )
     config = config_from_args(CacheConfig, args)
     assert (config.out, config.tokens, config.hook) == ("a.h5", 8192, ["blocks.0.hook_resid_post"])
+
+
+def test_every_command_help_renders(capsys):
+    """A '%' in a field's help once crashed `train-sae --help` (argparse %-formats help)."""
+    from saesteer.cli import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, sub in commands.choices.items():
+        text = sub.format_help()
+        assert text.startswith("usage: ") and "--help" in text, name
+    warmup = commands.choices["train-sae"].format_help()
+    assert "10%" in " ".join(warmup.split())
