@@ -22,7 +22,12 @@ from saesteer.steer.asteer.predictor import (
     load_predictor,
     train_predictor,
 )
-from saesteer.steer.asteer.search import compare_on_table, grid_search, search_strength
+from saesteer.steer.asteer.search import (
+    Candidates,
+    compare_on_table,
+    grid_search,
+    search_strength,
+)
 from saesteer.steer.codes import DenseVector
 from saesteer.steer.generate import batch_prompt_ids
 
@@ -219,6 +224,57 @@ def test_search_finds_the_grids_alpha_with_fewer_tokens(tiny_model, code):
     assert blind.alphas == [2.0, 2.0] and blind.success == [None, None] and blind.decodes == [1, 1]
 
 
+def test_pruning_stops_a_search_that_cannot_succeed(tiny_model, code):
+    """Under at α ≤ 2, over at α ≥ 4: no α of the grid succeeds. Ranked 4, 2, 8, 1 (peak 4), the
+    pruned search decodes 4 (over: closes 4, 8) and 2 (under: closes 1, 2) and stops; unpruned it
+    decodes the whole grid."""
+    model, tokenizer = tiny_model
+
+    def judge(alpha, indices, rollouts):
+        return ["under" if alpha <= 2 else "over" for _ in rollouts]
+
+    runs = {
+        prune: search_strength(
+            model,
+            tokenizer,
+            code,
+            PROMPTS,
+            GRID,
+            PeakPredictor(4.0),
+            judge,
+            max_new_tokens=4,
+            max_decodes=0,
+            prune=prune,
+        )
+        for prune in (True, False)
+    }
+    assert runs[True].decodes == [2, 2] and runs[True].success == [False, False]
+    assert runs[False].decodes == [4, 4] and runs[False].success == [False, False]
+    assert runs[True].alphas == runs[False].alphas == [4.0, 4.0]  # the top-ranked candidate
+    assert sum(runs[True].tokens) < sum(runs[False].tokens)
+
+
+def test_candidates_prune_and_pick():
+    grid = [0.5, 1.0, 2.0, 4.0, 8.0]
+    ranked = Candidates(grid, [3, 0, 4, 2, 1])
+    assert ranked.next() == 3
+    ranked.tell(3, "over")  # closes 4 and 8
+    assert ranked.open == {0, 1, 2} and ranked.next() == 0
+    ranked.tell(0, "under")  # closes 0.5
+    assert ranked.open == {1, 2} and ranked.next() == 2
+    unpruned = Candidates(grid, [3, 0, 4, 2, 1], prune=False)
+    unpruned.tell(3, "over")
+    assert unpruned.next() == 0 and unpruned.open == {0, 1, 2, 4}
+    halves = Candidates(grid, pick="bisect")
+    assert halves.next() == 2  # the lower median of 5
+    halves.tell(2, "under")
+    assert halves.next() == 3  # of {4, 8}: the lower
+    halves.tell(3, "over")
+    assert halves.next() is None
+    with pytest.raises(ValueError, match="ranked"):
+        Candidates(grid, pick="bisect", order=[0])
+
+
 def test_compare_on_table_by_hand():
     grid = [1.0, 2.0, 4.0]
     labels = np.array([[0, 1, 2], [0, 0, 1]])  # item 0 succeeds at α=2, item 1 at α=4
@@ -235,6 +291,22 @@ def test_compare_on_table_by_hand():
     }
     assert out["sweep"]["tokens"] == 20 + 30 and out["oracle"]["tokens"] == 20
     assert out["fixed"]["success_rate"] == 0.5 and out["fixed"]["alpha"] == 2.0
+    # bisection: item 0 succeeds at its median α = 2; item 1 is under there, then succeeds at 4
+    assert out["bisection"] == {
+        "success_rate": 1.0,
+        "tokens": 30.0,
+        "tokens_per_item": 15.0,
+        "decodes": 3.0,
+    }
+    # item 2 breaks the monotone order (over at α = 1, success at 2): pruning loses it
+    labels3 = np.vstack([labels, [2, 1, 2]])
+    p3, tokens3 = np.vstack([p, [0.9, 0.5, 0.1]]), np.full((3, 3), 10)
+    out = compare_on_table(p3, labels3, tokens3, grid, k_steps=2, budgets=(1, 2))
+    assert out["grid"]["success_rate"] == 1.0 and out["sweep"]["success_rate"] == 1.0
+    assert out["sweep, pruned"]["success_rate"] == pytest.approx(2 / 3)
+    assert out["sweep, pruned"]["tokens"] == 20 + 30 + 10  # item 2: one decode, then nothing open
+    assert out["search, pruned"]["success_rate"] == pytest.approx(2 / 3)
+    assert out["search@2"]["success_rate"] == 1.0  # unpruned: its 2nd choice α = 2 succeeds
 
 
 # ---------------------------------------------------------------------------------- predictor
@@ -372,7 +444,7 @@ def test_bad_input(tiny_model, code, tmp_path):
     with pytest.raises(FileNotFoundError, match="strength-predictor folder"):
         load_predictor(tmp_path / "missing")
     with pytest.raises(ValueError, match="max_decodes"):
-        search_strength(model, tokenizer, code, PROMPTS, GRID, PeakPredictor(1.0), max_decodes=0)
+        search_strength(model, tokenizer, code, PROMPTS, GRID, PeakPredictor(1.0), max_decodes=-1)
     from saesteer.cli import main
 
     assert main(["generate", "--model", "tiny-test", "--prompt", "x", "--alpha", "auto"]) != 0
