@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from saesteer.sae import SAE, SAEConfig
+from saesteer.steer.controlled import Controller, ControllerNet
 from saesteer.steer.pairs import PreferencePair
 
 HOOK = "blocks.1.hook_resid_post"
@@ -214,3 +215,24 @@ def steered_logit_shift(model, code, ids) -> torch.Tensor:
             assert torch.equal(model(ids), plain)
         with steer(model, code, 1.0):
             return (model(ids) - plain).abs()
+
+
+def hand_controller(
+    d_model: int,
+    n_layers: int,
+    model_name: str,
+    inputs=(0, 1),
+    patched=(0, 1),
+    timing: str = "prefill",
+    s_bias: float = 2.0,
+    seed: int = 0,
+    scale: str = "relu",
+) -> Controller:
+    """A Guiding Giants controller with random weights (s ≈ s_bias > 0) and random directions."""
+    torch.manual_seed(seed)
+    net = ControllerNet(len(inputs) * d_model, 8, 1 + len(patched))
+    with torch.no_grad():
+        net.fc2.bias[0] = s_bias
+        net.fc2.weight[1:] *= 20  # spread the layer weights σ(w_l) away from 0.5
+    directions = torch.randn(len(patched), d_model)
+    return Controller(net, inputs, patched, directions, model_name, n_layers, timing, scale)

@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from helpers import one_thread  # noqa: F401 (an autouse fixture: tests run on one thread)
+from helpers import hand_controller, one_thread  # noqa: F401 (one_thread: an autouse fixture)
 
 from saesteer.steer.asteer.features import FeatureSpec, feature_names, steer_features
 from saesteer.steer.asteer.labels import CLASSES, Judge, LabelRule, label_of, rollout
@@ -113,6 +113,47 @@ def test_features_same_with_and_without_kv_cache_and_change_with_alpha(tiny_mode
     )
     off = steer_features(model, code, ids, mask, 0.0, spec)
     assert off[:, col["dist_mean"]].abs().max().item() == 0.0
+
+
+def _code_of_every_kind(kind, model, tokenizer, tmp_path):
+    """A code of each run-time kind `steer` takes: a feedback intervention (lqr), a weight edit
+    (steer2edit), a gated probe edit (swfc) and a controller."""
+    from saesteer.steer.behaviours import BEHAVIOURS, behaviour_pairs
+    from saesteer.steer.config import TrainSteerConfig
+    from saesteer.steer.train import fit_steering
+
+    if kind == "controller":
+        cfg = model.cfg
+        return hand_controller(cfg.d_model, cfg.n_layers, cfg.model_name)
+    extra = {"lqr_prompts": 3, "lqr_jacobians": str(tmp_path / "j.safetensors")}
+    config = TrainSteerConfig(
+        pairs="formality",
+        method=kind,
+        chat=BEHAVIOURS["formality"].chat,
+        progress=False,
+        **(extra if kind == "lqr" else {}),
+    )
+    return fit_steering(model, tokenizer, behaviour_pairs("formality")[:9], config).code
+
+
+@pytest.mark.parametrize("kind", ["lqr", "steer2edit", "swfc", "controller"])
+def test_features_and_search_for_every_kind_of_code(tiny_model, tmp_path, kind):
+    """`--alpha auto` is method-agnostic: features of each kind are finite, the same with and
+    without the KV cache, move with α, are zero-edit at α = 0, and the search runs on them."""
+    model, tokenizer = tiny_model
+    code = _code_of_every_kind(kind, model, tokenizer, tmp_path)
+    ids, mask = _batch(tokenizer)
+    col = feature_names(FeatureSpec()).index("dist_mean")
+    cached = steer_features(model, code, ids, mask, 2.0, use_cache=True)
+    assert torch.isfinite(cached).all()
+    assert torch.equal(cached, steer_features(model, code, ids, mask, 2.0, use_cache=False))
+    assert not torch.allclose(cached, steer_features(model, code, ids, mask, 4.0))
+    assert cached[:, col].min() > 0
+    assert steer_features(model, code, ids, mask, 0.0)[:, col].abs().max() == 0
+    found = search_strength(
+        model, tokenizer, code, PROMPTS, GRID, PeakPredictor(4.0), judge_at(4.0), max_new_tokens=4
+    )
+    assert found.alphas == [4.0, 4.0] and found.decodes == [1, 1]
 
 
 def test_features_on_a_hugging_face_model(tiny_model):

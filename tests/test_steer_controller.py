@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import hand_controller
 
 from saesteer.steer.behaviours import behaviour_pairs
 from saesteer.steer.config import TrainSteerConfig
-from saesteer.steer.controlled import Controller, ControllerNet, with_timing
+from saesteer.steer.controlled import Controller, with_timing
 from saesteer.steer.generate import batch_prompt_ids, generate_ids_steered
 from saesteer.steer.hooks import record, steer
 from saesteer.steer.io import CodeMismatchError, load_code, save_code
@@ -20,27 +21,6 @@ from saesteer.steer.sites import Site
 
 N_PAIRS = 4
 ALPHA = 3.0
-
-
-def hand_controller(
-    d_model: int,
-    n_layers: int,
-    model_name: str,
-    inputs=(0, 1),
-    patched=(0, 1),
-    timing: str = "prefill",
-    s_bias: float = 2.0,
-    seed: int = 0,
-    scale: str = "relu",
-) -> Controller:
-    """A controller with random weights (s ≈ s_bias > 0) and random directions."""
-    torch.manual_seed(seed)
-    net = ControllerNet(len(inputs) * d_model, 8, 1 + len(patched))
-    with torch.no_grad():
-        net.fc2.bias[0] = s_bias
-        net.fc2.weight[1:] *= 20  # spread the layer weights σ(w_l) away from 0.5
-    directions = torch.randn(len(patched), d_model)
-    return Controller(net, inputs, patched, directions, model_name, n_layers, timing, scale)
 
 
 def tiny_controller(tiny_model, **kwargs) -> Controller:

@@ -9,10 +9,12 @@ split), on b's held-out prompts (`held_out_prompts`, never trained on) and every
                hold out one behaviour, the best draw's out-of-behaviour predictions scored per
                behaviour and pooled (`nested`: a separate search per held-out behaviour)
     search     with those out-of-behaviour P(success): rank the grid per item, decode the top
-               candidates until one succeeds (search@1/2/3), against decoding the whole grid
-               (grid = per-item oracle success), an ascending sweep, the best fixed α (chosen
-               knowing every label) and the oracle's single decode (`search.compare_on_table`);
-               decoded tokens count the K feature steps of every grid α plus every full decode
+               candidates until one succeeds (search@1/2/3, the paper's), and with monotone
+               pruning (search@3 / uncapped), against decoding the whole grid (grid = per-item
+               oracle success), predictor-free ascending sweeps (plain and pruned) and bisection,
+               the best fixed α (chosen knowing every label) and the oracle's single decode
+               (`search.compare_on_table`); decoded tokens count the K feature steps of every grid
+               α plus every full decode
 
 A final predictor trained on every behaviour is saved in OUT/predictor (`saesteer generate --steer
 DIR --alpha auto --strength-model OUT/predictor`; `install` also copies it to the default place).
