@@ -27,9 +27,10 @@ import torch
 
 from saesteer.audit.metrics import mean_ngram_repetition, next_token_kl
 from saesteer.bench import metrics
-from saesteer.bench.forward import continuation_logprobs, n_layers, sequence_outputs
+from saesteer.bench.forward import continuation_logprobs, sequence_outputs
 from saesteer.steer.generate import batch_prompt_ids, generate_ids_steered
 from saesteer.steer.hooks import steer
+from saesteer.steer.io import model_facts
 
 HELD_OUT_CHAT = (
     "What should I do this evening?",
@@ -108,7 +109,7 @@ class CellEvaluator:
         self.ids, self.mask = batch_prompt_ids(tokenizer, self.prompts, chat=behaviour.chat)
         self.prompt_rows = [row[m.bool()] for row, m in zip(self.ids, self.mask, strict=True)]
         self.max_new_tokens = max_new_tokens
-        self.embed_layer = max(1, round(0.75 * n_layers(model)))
+        self.embed_layer = max(1, round(0.75 * model_facts(model)[2]))
         self.neutral_rows = [batch_prompt_ids(tokenizer, [p])[0][0] for p in neutral]
         self.neutral_logits = [lg for lg, _ in sequence_outputs(model, self.neutral_rows)]
         train, _ = training_data(behaviour.name)

@@ -19,10 +19,6 @@ from saesteer.steer.hooks import is_hooked_transformer
 CHUNK_ROWS = 16
 
 
-def n_layers(model: Any) -> int:
-    return model.cfg.n_layers if is_hooked_transformer(model) else model.config.num_hidden_layers
-
-
 @torch.inference_mode()
 def sequence_outputs(
     model: Any, rows: Sequence[torch.Tensor], layer: int | None = None
