@@ -234,6 +234,38 @@ def test_turning_a_part_off_edits_only_the_other(tiny_model):
     assert all(site.stream == "mlp_out" for site in only_mlp.sites)
 
 
+@pytest.mark.parametrize("part", ["attn", "mlp"])
+def test_activation_twin_adds_the_edits_write_change_at_the_mean_input(tiny_model, part):
+    """At the lowest edited layer (nothing below it changes), the weight edit moves the span-mean
+    write of that part by exactly c·v̂ (it is linear in the part's input): the twin's vector."""
+    model, tokenizer = tiny_model
+    options = {"edit_rho_attn": -1.0} if part == "mlp" else {"edit_rho_mlp": -1.0}
+    edit = steer2edit.fit(model, tokenizer, pairs(), config(**options))
+    twin = steer2edit.fit(model, tokenizer, pairs(), config(edit_apply="activations", **options))
+    assert twin.meta["apply"] == "activations"
+    assert [e.site for e in twin.edits] == edit.sites  # one addition per edited part
+    lowest = twin.edits[0]
+    name = lowest.site.tl_hook
+    tokens = tokenize_pairs(tokenizer, pairs(), chat=False)
+    weights = tokens.target_mask / tokens.target_mask.sum(1, keepdim=True)
+
+    def span_mean() -> torch.Tensor:
+        _, cache = model.run_with_cache(tokens.input_ids, names_filter=name)
+        return torch.einsum("rt,rtd->rd", weights.double(), cache[name].double()).mean(0)
+
+    plain = span_mean()
+    with steer(model, edit, 1.0):
+        edited = span_mean()
+    vector = lowest.operator.vector.double()
+    assert vector.norm() > 1e-3
+    torch.testing.assert_close(edited - plain, vector, rtol=1e-4, atol=1e-5)
+    with steer(model, twin, 1.0):  # the twin moves the output too
+        moved = model(tokens.input_ids[:2])
+    assert not torch.allclose(moved, model(tokens.input_ids[:2]))
+    with pytest.raises(ValueError, match="edit_apply"):
+        config(edit_apply="both")
+
+
 # --------------------------------------------------------------------------- apply / revert
 
 

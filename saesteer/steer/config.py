@@ -23,6 +23,7 @@ SELECTIVE_MODES = ("standard", "adaptive")
 PROBE_TARGETS = ("mean", "threshold")
 PROBE_CONTRASTS = ("completions", "instructed")
 CDAS_INITS = ("mean-diff", "random")
+EDIT_APPLY = ("weights", "activations")
 CONTROLLER_TIMINGS = ("prefill", "same-pass")  # saesteer.steer.controlled
 CONTROLLER_SCALES = ("relu", "logit")
 REDUCTIONS = ("pca", "mean")
@@ -196,6 +197,12 @@ class TrainSteerConfig:
         "steer2edit: a in [0, 1) of the soft threshold λ = sign(g)·max(|g| − ρa, 0)/(ρ(1 − a)): "
         "the dead zone is |g| ≤ ρa",
     )
+    edit_apply: str = option(
+        "weights",
+        "steer2edit: weights (the rank-1 edits) | activations (the same directions added at "
+        "attn_out / mlp_out with the edit's mean-input size, for comparison)",
+        choices=list(EDIT_APPLY),
+    )
     lqr_q: float = option(0.1, "lqr: state cost q (Q = qI) of the tracking error per layer")
     lqr_r: float = option(3.0, "lqr: control cost r (R = rI); larger r, smaller gains")
     lqr_q_final: float = option(0.1, "lqr: terminal state cost (S_T = q_final·I)")
@@ -298,6 +305,7 @@ class TrainSteerConfig:
             ("probe_target", PROBE_TARGETS),
             ("probe_contrast", PROBE_CONTRASTS),
             ("cdas_init", CDAS_INITS),
+            ("edit_apply", EDIT_APPLY),
             ("grains_reduce", REDUCTIONS),
             ("controller_timing", CONTROLLER_TIMINGS),
             ("controller_scale", CONTROLLER_SCALES),

@@ -52,8 +52,17 @@ Costs. One forward pass over the pairs with four hooks per layer (response-span 
 O(n_heads·d_head·d_model + d_mlp·d_model) per layer: seconds. At run time the edit costs nothing
 (it is in the weights); applying or reverting it touches only the edited columns.
 
+Activation twin (`edit_apply activations`, to compare the edit with activation steering from the
+same direction, as the paper does): the edit's change of each part's write *at the mean input*,
+
+    c_attn,l = Σ_j λ_j (k̂_j·x̄_j)        c_mlp,l = Σ_i λ_i σ_i x̄_i
+
+is added as a constant, h ← h + α·c·v̂, at blocks.l.attn_out / blocks.l.mlp_out of every edited
+layer and every position: same directions, same size at the mean input; what differs is that the
+weight edit's write follows each token's own head and neuron activations.
+
 Meta: rho_attn, rho_mlp, softness, heads/neurons edited (total and per layer), max |g| per part,
-max |λ|, direction norms per layer, fit_seconds.
+max |λ|, direction norms and mean-input write changes c per layer, fit_seconds.
 """
 
 from __future__ import annotations
@@ -64,7 +73,10 @@ from collections.abc import Sequence
 import torch
 
 from saesteer.steer.batching import TokenizedPairs, tokenize_pairs
+from saesteer.steer.intervention import Edit, Intervention
+from saesteer.steer.operators import Add
 from saesteer.steer.pairs import PreferencePair
+from saesteer.steer.sites import Site
 from saesteer.steer.weight_edit import LayerEdit, WeightEdit, architecture_of
 
 CHUNK_ROWS = 16
@@ -173,8 +185,24 @@ def layer_edit(model, layer: int, means: dict[str, torch.Tensor], config) -> tup
         "max_abs_g_mlp": float(g_neurons.abs().max()),
         "norm_v_attn": float(v_attn.norm()),
         "norm_v_mlp": float(v_mlp.norm()),
+        "write_attn": float((lam_heads[heads] * (unit(k[heads]) * z_mean[heads]).sum(1)).sum()),
+        "write_mlp": float((lam_neurons * torch.sign(dots) * post_mean)[neurons].sum()),
     }
     return edit, info
+
+
+def activation_twin(edit: WeightEdit, infos: list[dict]) -> Intervention:
+    """The edit's directions as activation additions of its mean-input size (module docstring)."""
+    edits = []
+    for part in edit.layers:
+        info = infos[part.layer]
+        for stream, v_hat, size, used in (
+            ("attn_out", part.v_attn, info["write_attn"], part.n_heads),
+            ("mlp_out", part.v_mlp, info["write_mlp"], part.n_neurons),
+        ):
+            if used and size != 0:
+                edits.append(Edit(Site(part.layer, stream), Add(size * v_hat.float())))
+    return Intervention(edits, "steer2edit", edit.model_name, dict(edit.meta, apply="activations"))
 
 
 def check_options(config) -> None:
@@ -187,8 +215,11 @@ def check_options(config) -> None:
         )
 
 
-def fit(model, tokenizer, train_pairs: Sequence[PreferencePair], config) -> WeightEdit:
-    """The Steer2Edit weight edit of TransformerLens `model` from `train_pairs` (module docstring)."""
+def fit(
+    model, tokenizer, train_pairs: Sequence[PreferencePair], config
+) -> WeightEdit | Intervention:
+    """The Steer2Edit weight edit of TransformerLens `model` from `train_pairs`, or its activation
+    twin with `edit_apply` "activations" (module docstring)."""
     if not (hasattr(model, "hook_dict") and hasattr(model, "cfg")):
         raise ValueError("steer2edit fits on a TransformerLens HookedTransformer (load_model).")
     check_options(config)
@@ -232,4 +263,4 @@ def fit(model, tokenizer, train_pairs: Sequence[PreferencePair], config) -> Weig
         per_layer=infos,
         fit_seconds=round(time.time() - started, 3),
     )
-    return result
+    return activation_twin(result, infos) if config.edit_apply == "activations" else result
