@@ -529,6 +529,22 @@ def test_bench_steer_alphas_predicted(tiny_model, tmp_path):
         assert search["tokens_saved"] == pytest.approx(
             1 - search["search"]["tokens"] / search["grid_search"]["tokens"]
         )
+    # every decode: over the limit closes the larger α, within it the smaller (never revisited)
+    wide = {**vars(config), "out": str(tmp_path / "wide"), "strength_decodes": 4}
+    wide["strength_compare"] = False
+    report = run_bench(BenchSteerConfig(**wide), model, tokenizer).report
+    lengths = []
+    for name in ("sentiment", "topic-food"):
+        method = report["behaviours"][name]["methods"]["mean-diff"]
+        limit = report["behaviours"][name]["limit_ppl"]
+        cells = {c["alpha"]: c for c in method["cells"][0]}
+        decoded = method["codes"][0]["strength_search"]["decoded"]
+        assert decoded[0] == method["codes"][0]["strength_search"]["ranking"][0]["alpha"]
+        for i, alpha in enumerate(decoded):
+            over = cells[alpha]["ppl"] > limit
+            assert all((a < alpha) if over else (a > alpha) for a in decoded[i + 1 :])
+        lengths.append(len(decoded))
+    assert max(lengths) > 1 and min(lengths) < 4  # it searched, and pruning stopped it early
     with pytest.raises(ValueError, match="strength-grid is empty"):
         BenchSteerConfig(out=str(tmp_path / "x"), alphas="predicted", strength_grid="")
     single = {**vars(config), "out": str(tmp_path / "one"), "behaviours": ["sentiment"]}

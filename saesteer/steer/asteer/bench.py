@@ -9,8 +9,10 @@ For behaviour b, method m and seed s (G = --strength-grid, n = b's held-out prom
        random search over those behaviours (`train_predictor`, --strength-trials draws);
     2. P(success) of every (prompt of b, α ∈ G) from K = 5 steered steps + replay; the grid ranked by
        the mean over prompts (ties: smaller α);
-    3. benchmark cells (all n prompts, N tokens) at the top --strength-decodes strengths, best
-       first: these are the method's cells in the leaderboard;
+    3. benchmark cells (all n prompts, N tokens) at up to --strength-decodes strengths, best
+       ranked first, pruned (`search.Candidates`): a cell over the perplexity limit closes every
+       larger α, a cell within it every smaller α (a stronger α within the budget is taken to
+       steer at least as well); these are the method's cells in the leaderboard;
     4. with --strength-compare (default), every other α of G is decoded too (stored as cells, not
        counted in the leaderboard) to report at equal footing:
            search   best success rate within the budget among the decoded top strengths,
@@ -29,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from saesteer.steer.asteer.features import FeatureSpec
-from saesteer.steer.asteer.labels import SUCCESS, LabelRule
+from saesteer.steer.asteer.labels import OVER, SUCCESS, UNDER, LabelRule
 
 
 def _rate(cell: dict[str, Any]) -> float:
@@ -58,7 +60,7 @@ def predicted_alphas(
     from saesteer.bench.evaluate import held_out_prompts
     from saesteer.steer.asteer.predictor import table_from_rows, train_predictor
     from saesteer.steer.asteer.rollouts import RolloutStore, collect_rollouts
-    from saesteer.steer.asteer.search import predict_grid, rank_grid
+    from saesteer.steer.asteer.search import Candidates, predict_grid, rank_grid
     from saesteer.steer.io import model_facts
 
     config = grid.config
@@ -93,8 +95,11 @@ def predicted_alphas(
     p = predict_grid(grid.generator, code, evaluator.ids, evaluator.mask, alphas, predictor)
     mean_p = p[:, :, SUCCESS].mean(0)
     order = rank_grid(mean_p[None], alphas)[0]
-    decoded = [alphas[j] for j in order[: config.strength_decodes]]
-    searched = [cell_at(a) for a in decoded]
+    candidates, searched = Candidates(alphas, order), []
+    while len(searched) < config.strength_decodes and (j := candidates.next()) is not None:
+        searched.append(cell_at(alphas[j]))
+        candidates.tell(j, OVER if searched[-1]["ppl"] > limit else UNDER)
+    decoded = [c["alpha"] for c in searched]
     n = len(evaluator.prompts)
     report: dict[str, Any] = {
         "grid": alphas,
