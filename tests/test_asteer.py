@@ -348,6 +348,7 @@ def test_compare_on_table_by_hand():
     assert out["sweep, pruned"]["tokens"] == 20 + 30 + 10  # item 2: one decode, then nothing open
     assert out["search, pruned"]["success_rate"] == pytest.approx(2 / 3)
     assert out["search@2"]["success_rate"] == 1.0  # unpruned: its 2nd choice α = 2 succeeds
+    assert out["search"]["success_rate"] == 1.0 and out["search"]["tokens"] == 18 + 10 + 20 + 20
 
 
 # ---------------------------------------------------------------------------------- predictor

@@ -286,9 +286,9 @@ def compare_on_table(
     """Search vs the baselines (module docstring) offline, from complete rollouts of n items.
 
     p_success [n, G] predicted; labels [n, G] true class indices; tokens [n, G] tokens of each
-    full decode. Policies: `search@b` (the paper's: the b best-ranked, no pruning), `search@b,
-    pruned` and `search, pruned` (no cap), the predictor-free `sweep`, `sweep, pruned`,
-    `bisection`, and `grid`, `fixed`, `oracle`. Returns {policy: {success_rate, tokens,
+    full decode. Policies: `search@b` (the paper's: the b best-ranked, no pruning) and `search`
+    (no cap: it reaches the grid's success), `search@b, pruned` and `search, pruned` (no cap),
+    the predictor-free `sweep`, `sweep, pruned`, `bisection`, and `grid`, `fixed`, `oracle`. Returns {policy: {success_rate, tokens,
     tokens_per_item, decodes}}; ranked policies' tokens include the K·G feature steps per item."""
     p, lab, tok = (np.asarray(a) for a in (p_success, labels, tokens))
     n, g = lab.shape
@@ -317,6 +317,7 @@ def compare_on_table(
     for budget in budgets:
         b = min(budget, g)
         out[f"search@{b}"] = policy(lambda i: Candidates(grid, order[i], prune=False), b, features)
+    out["search"] = policy(lambda i: Candidates(grid, order[i], prune=False), 0, features)
     last = min(max(budgets, default=g), g)
     out[f"search@{last}, pruned"] = policy(lambda i: Candidates(grid, order[i]), last, features)
     out["search, pruned"] = policy(lambda i: Candidates(grid, order[i]), 0, features)
