@@ -288,8 +288,9 @@ def compare_on_table(
     p_success [n, G] predicted; labels [n, G] true class indices; tokens [n, G] tokens of each
     full decode. Policies: `search@b` (the paper's: the b best-ranked, no pruning) and `search`
     (no cap: it reaches the grid's success), `search@b, pruned` and `search, pruned` (no cap),
-    the predictor-free `sweep`, `sweep, pruned`, `bisection`, and `grid`, `fixed`, `oracle`. Returns {policy: {success_rate, tokens,
-    tokens_per_item, decodes}}; ranked policies' tokens include the K·G feature steps per item."""
+    the predictor-free `sweep`, `sweep, pruned`, `bisection`, and `grid`, `fixed`, `oracle`.
+    Returns {policy: {success_rate, tokens, tokens_per_item, decodes}}; ranked policies' tokens
+    include the K·G feature steps per item."""
     p, lab, tok = (np.asarray(a) for a in (p_success, labels, tokens))
     n, g = lab.shape
     if p.shape != (n, g) or tok.shape != (n, g) or len(grid) != g:
