@@ -258,6 +258,10 @@ def test_search_finds_the_grids_alpha_with_fewer_tokens(tiny_model, code):
         max_decodes=3,
     )
     assert second.alphas == [4.0, 4.0] and second.decodes == [2, 2]
+    # no predictor: the ascending sweep, no feature steps (1 and 2 under, then 4)
+    swept = search_strength(model, tokenizer, code, PROMPTS, GRID, None, judge, max_new_tokens=8)
+    assert swept.alphas == [4.0, 4.0] and swept.decodes == [3, 3]
+    assert [a for a, _ in swept.ranked[0]] == GRID and all(t <= 3 * 8 for t in swept.tokens)
     # no judge: the top-1 α, decoded once
     blind = search_strength(
         model, tokenizer, code, PROMPTS, GRID, PeakPredictor(2.0), None, max_new_tokens=8

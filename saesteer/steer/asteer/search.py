@@ -157,7 +157,10 @@ def search_strength(
     scorer_model: Any = None,
     prune: bool = True,
 ) -> SearchResult:
-    """The search of the module docstring for each prompt (live: decodes with the model)."""
+    """The search of the module docstring for each prompt (live: decodes with the model).
+
+    `predictor` None: the predictor-free ascending sweep (no feature steps; with pruning it stops
+    at the first over-steered decode), the cheaper choice at short replies (RESULTS.md)."""
     from saesteer.steer.generate import batch_prompt_ids
 
     grid = check_alpha_grid(grid)
@@ -166,11 +169,15 @@ def search_strength(
             f"max_decodes must be ≥ 0 (0: until no candidate is open), got {max_decodes}."
         )
     ids, mask = batch_prompt_ids(tokenizer, prompts, chat=chat)
-    proba = predict_grid(model, code, ids, mask, grid, predictor)
-    p = proba[:, :, SUCCESS]
-    order = rank_grid(p, grid)
-    n, k = len(prompts), predictor.spec.k_steps
-    tokens = [k * len(grid)] * n
+    n = len(prompts)
+    if predictor is None:
+        p = np.full((n, len(grid)), np.nan)
+        order = [sorted(range(len(grid)), key=grid.__getitem__)] * n
+        tokens = [0] * n
+    else:
+        p = predict_grid(model, code, ids, mask, grid, predictor)[:, :, SUCCESS]
+        order = rank_grid(p, grid)
+        tokens = [predictor.spec.k_steps * len(grid)] * n
     decodes = [0] * n
     chosen: list[int | None] = [None] * n
     texts = [""] * n
