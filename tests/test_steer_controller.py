@@ -216,6 +216,30 @@ def test_scoring_pass_equals_incremental_passes(tiny_model):
         torch.testing.assert_close(whole[:, n + k - 1], logits, atol=1e-4, rtol=1e-4)
 
 
+def test_capability_scores_a_controller_as_it_generates(tiny_model):
+    """The benchmark's multiple-choice score under a controller: each option's log-probs as
+    generation would give them (prompt first, then one token longer per pass), not the
+    whole-text pass that a controller reads as a prompt; Brown perplexity is not measured."""
+    from saesteer.bench.capability import CapabilityProbe
+
+    model, tokenizer = tiny_model
+    ctl = tiny_controller(tiny_model)
+    probe = CapabilityProbe(model, tokenizer, n_items=2, brown_tokens=64)
+    plain = probe.option_scores()
+    with torch.no_grad(), steer(model, ctl, ALPHA):
+        scored = probe.option_scores(ctl)
+        result = probe.measure(ctl)
+    assert result["brown_ppl"] is None and result["mc_accuracy"] is not None
+    reference = []
+    for row, start in zip(probe.rows, probe.starts, strict=True):
+        with torch.no_grad(), steer(model, ctl, ALPHA):
+            last = [model(row[None, : start + k])[0, -1] for k in range(row.numel() - start)]
+        logp = torch.log_softmax(torch.stack(last).double(), dim=-1)  # pass k predicts start + k
+        reference.append(logp.gather(-1, row[start:, None])[:, 0].mean())
+    assert scored == pytest.approx([float(r) for r in reference], abs=1e-4)
+    assert max(abs(a - b) for a, b in zip(scored, plain, strict=True)) > 1e-3
+
+
 # --------------------------------------------------------------------------- fitting
 
 

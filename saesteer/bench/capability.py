@@ -13,6 +13,11 @@ is scored by the steered model's mean log-probability of each option's tokens af
 Held-out Brown perplexity: exp of the mean negative log-likelihood of the tokens of the corpus'
 validation split (documents never cached for SAE training), contexts of 128 tokens, under the
 steered model: how much general language modelling the edit costs.
+
+A Guiding Giants controller (`saesteer.steer.controlled`) steers from the end of a prompt on, so
+it is scored as it generates: each item row alone inside `controller.scoring([|prompt|])` (the
+question is read, the option tokens are patched). A Brown context has no prompt to read: its
+perplexity is None (not measured) for a controller.
 """
 
 from __future__ import annotations
@@ -59,14 +64,25 @@ class CapabilityProbe:
             )
             self.brown = [torch.as_tensor(r, dtype=torch.long) for r in contexts.tokens]
 
-    def measure(self) -> dict[str, Any]:
-        """{"mc_accuracy", "mc_correct" [per item], "brown_ppl"} of the model as it runs now
-        (call inside `steer(...)` for a steered model)."""
-        outputs = sequence_outputs(self.model, self.rows)
-        means = [
+    def option_scores(self, controller: Any = None) -> list[float]:
+        """The mean option log-probability of every (item, option) row, items in order."""
+        if controller is None:
+            outputs = sequence_outputs(self.model, self.rows)
+        else:
+            outputs = []
+            for row, start in zip(self.rows, self.starts, strict=True):
+                with controller.scoring([start]):
+                    outputs += sequence_outputs(self.model, [row])
+        return [
             continuation_logprobs(logits, row, start).mean().item()
             for (logits, _), row, start in zip(outputs, self.rows, self.starts, strict=True)
         ]
+
+    def measure(self, controller: Any = None) -> dict[str, Any]:
+        """{"mc_accuracy", "mc_correct" [per item], "brown_ppl"} of the model as it runs now
+        (call inside `steer(...)` for a steered model; pass the controller steered with, if any:
+        module docstring)."""
+        means = self.option_scores(controller)
         correct = []
         for i, item in enumerate(self.items):
             scores = means[4 * i : 4 * i + 4]
@@ -76,7 +92,7 @@ class CapabilityProbe:
             "mc_correct": correct,
             "brown_ppl": None,
         }
-        if self.brown:
+        if self.brown and controller is None:
             nll = torch.cat(
                 [
                     -continuation_logprobs(logits, row, 1)

@@ -157,8 +157,11 @@ class CellEvaluator:
         }
         return scored
 
-    def _neutral_kl(self, code: Any, alpha: float) -> float:
-        """mean over neutral prompts of mean_t KL(p_0 ‖ p_α) of their next-token distributions."""
+    def _neutral_kl(self, code: Any, alpha: float) -> float | None:
+        """mean over neutral prompts of mean_t KL(p_0 ‖ p_α) of their next-token distributions;
+        None for a controller (it steers from a prompt's end on: a neutral text has no prompt)."""
+        if getattr(code, "controller", False):
+            return None
         with steered_or_plain(self.model, code, alpha):
             steered = [lg for lg, _ in sequence_outputs(self.model, self.neutral_rows)]
         kl = [next_token_kl(p0, pa) for p0, pa in zip(self.neutral_logits, steered, strict=True)]

@@ -133,8 +133,9 @@ class _Grid:
 
         started = time.time()
         probe = self.capability_probe()
+        controller = code if getattr(code, "controller", False) and cell["alpha"] != 0 else None
         with steered_or_plain(self.generator, code, cell["alpha"]):
-            cell["capability"] = probe.measure()
+            cell["capability"] = probe.measure(controller)
         spent = time.time() - started
         cell["seconds"]["capability"] = spent
         self.seconds["capability"] += spent
