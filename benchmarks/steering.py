@@ -11,8 +11,12 @@ This script then adds what only a sparse code has, from the codes the grid saved
     k-latent fit  cos² of the best k-latent OMP fit (`saesteer.steer.sparse_support.sparse_fit`) of
                   the mean-diff direction on each SAE (--sae and --diag-saes): how far any k-latent
                   code of that dictionary can follow the dense direction
+    loss curves   the training loss per optimizer step of every BiPO / YaPO code, one line per seed
+                  (OUT/loss_BEHAVIOUR.png; the YaPO paper's faster-convergence claim)
 
     .venv/bin/python benchmarks/steering.py --out runs/bench_default                # ~1.5 h, 2 cores
+    .venv/bin/python benchmarks/steering.py --out runs/bench_seeds --seeds 3 --capability none \
+        --behaviours formality,topic-food,style-enthusiastic --methods mean-diff,bipo,yapo,yapo-reference
     .venv/bin/python benchmarks/steering.py --behaviours sentiment --seeds 1 --out runs/b1
 """
 
@@ -38,8 +42,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--behaviours", default=",".join(BEHAVIOURS))
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--seeds", type=int, default=1)
-    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--epochs", type=int, default=0, help="0: train-steer's default (4)")
     p.add_argument("--n-prompts", type=int, default=16)
+    p.add_argument("--auto-max-probes", type=int, default=5)
+    p.add_argument("--capability", default="best", choices=("best", "all", "none"))
     p.add_argument("--sae", default=BenchSteerConfig.sae)
     p.add_argument("--diag-saes", default="", help="comma-separated SAEs for the k-latent fit")
     p.add_argument("--threads", type=int, default=2)
@@ -98,6 +104,35 @@ def diagnostics(model, tokenizer, sae, store: BenchStore, name: str, seeds: int,
     return out
 
 
+def plot_loss_curves(store: BenchStore, name: str, seeds: int, path: Path) -> dict:
+    """Loss per step of the BiPO / YaPO codes of one behaviour (one line per seed) → PNG; returns
+    {method: [[loss per step] per seed]}."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves: dict = {}
+    for method in ("bipo", "yapo", "yapo-reference"):
+        for seed in range(seeds):
+            meta_file = store.code_dir(name, method, seed) / "code.json"
+            if meta_file.is_file():
+                steps = json.loads(meta_file.read_text())["meta"].get("loss_curve") or []
+                if steps:  # [{step, phase, loss}], phases in order (yapo refit: dense, then refit)
+                    curves.setdefault(method, []).append([row["loss"] for row in steps])
+    if curves:
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        for (method, runs), colour in zip(curves.items(), ("C0", "C1", "C2"), strict=False):
+            for seed, curve in enumerate(runs):
+                ax.plot(curve, color=colour, alpha=0.8, label=method if seed == 0 else None)
+        ax.set(xlabel="optimizer step", ylabel="training loss", yscale="log", title=name)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+    return curves
+
+
 def main() -> None:
     args = parse_args()
     config = BenchSteerConfig(
@@ -108,7 +143,8 @@ def main() -> None:
         epochs=args.epochs,
         n_prompts=args.n_prompts,
         sae=args.sae,
-        auto_max_probes=5,
+        auto_max_probes=args.auto_max_probes,
+        capability=args.capability,
         threads=args.threads,
     )
     result = run_bench(config)
@@ -123,6 +159,9 @@ def main() -> None:
         name: diagnostics(model, tokenizer, sae, store, name, config.seeds, fit_saes)
         for name in config.behaviours
     }
+    for name in config.behaviours:
+        curves = plot_loss_curves(store, name, config.seeds, args.out / f"loss_{name}.png")
+        report[name]["loss_curves"] = curves
     store.write_json("diagnostics.json", report)
     print(json.dumps(report, indent=1, default=lambda x: round(x, 3)))
     print(f"report {result.html}")
