@@ -272,3 +272,18 @@ def test_an_intervention_method_runs_in_the_benchmark(tiny_model, tmp_path):
     assert row["ppl"] > 0 and 0 <= row["success_rate"] <= 1
     saved = load_code(next((tmp_path / "grid" / "codes").rglob("code.json")).parent)
     assert isinstance(saved, Intervention) and saved.edits[0].gate is not None
+
+
+def test_the_printed_summary_reads_a_kl_that_was_not_measured(bench):
+    """A controller's KL is None (not measured): the table prints "–" (it once crashed)."""
+    import copy
+
+    from saesteer.commands.bench_steer import summary_lines
+
+    report = copy.deepcopy(bench.report)
+    name, entry = next(iter(report["behaviours"].items()))
+    method = next(m for m, d in entry["methods"].items() if d["best"] is not None)
+    entry["methods"][method]["best"]["kl"] = None
+    lines = summary_lines(report)
+    row = next(line for line in lines if line.strip().startswith(method + " "))
+    assert " – " in row and f"{name} (best α within" in "\n".join(lines)

@@ -18,39 +18,50 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run(args: argparse.Namespace) -> int:
-    from saesteer.bench import BenchSteerConfig, run_bench
-    from saesteer.config import config_from_args
-
-    result = run_bench(config_from_args(BenchSteerConfig, args))
-    budget = result.report["config"]["budget"]
-    for name, entry in result.report["behaviours"].items():
-        print(f"\n{name} (best α within {budget:g}× unsteered perplexity):")
-        print(f"  {'method':<22} {'α':>12} {'success':>8} {'ppl':>7} {'KL':>7} {'H':>5}  vs leader")
+def summary_lines(report: dict) -> list[str]:
+    """The per-behaviour table printed at the end of a run (a KL of None: "–", not measured)."""
+    budget = report["config"]["budget"]
+    lines = []
+    for name, entry in report["behaviours"].items():
+        width = max(22, *(len(m) for m in entry["methods"]))
+        lines += [
+            f"\n{name} (best α within {budget:g}× unsteered perplexity):",
+            f"  {'method':<{width}} {'α':>12} {'success':>8} {'ppl':>7} {'KL':>7} {'H':>5}  vs leader",
+        ]
         for method, data in entry["methods"].items():
             best = data["best"]
             if best is None:
-                print(f"  {method:<22} {'none within the budget':>30}")
+                lines.append(f"  {method:<{width}} {'none within the budget':>30}")
                 continue
+            kl = "–" if best["kl"] is None else f"{best['kl']:.3f}"
             alphas = "/".join(f"{a:g}" if a is not None else "–" for a in data["best_alpha"])
             versus = (
                 "leader"
                 if method == entry["leader"]
                 else ("worse" if data["distinguishable"] else "not distinguishable")
             )
-            print(
-                f"  {method:<22} {alphas:>12} {best['success_rate']:>8.2f} {best['ppl']:>7.2f} "
-                f"{best['kl']:>7.3f} {best['combined']:>5.2f}  {versus}"
+            lines.append(
+                f"  {method:<{width}} {alphas:>12} {best['success_rate']:>8.2f} {best['ppl']:>7.2f} "
+                f"{kl:>7} {best['combined']:>5.2f}  {versus}"
             )
             for info in data.get("codes", {}).values():  # --alphas predicted
                 found = info.get("strength_search") or {}
                 if "grid_search" in found:
                     mine, full = found["search"], found["grid_search"]
-                    print(
+                    lines.append(
                         f"    predicted α {found['decoded']}: success {mine['success_rate']:.2f} "
                         f"in {mine['tokens']} tokens; grid {full['success_rate']:.2f} in "
                         f"{full['tokens']} ({found['tokens_saved']:.0%} saved)"
                     )
+    return lines
+
+
+def run(args: argparse.Namespace) -> int:
+    from saesteer.bench import BenchSteerConfig, run_bench
+    from saesteer.config import config_from_args
+
+    result = run_bench(config_from_args(BenchSteerConfig, args))
+    print("\n".join(summary_lines(result.report)))
     seconds = result.report["seconds"]
     print(
         f"\nwall {seconds['wall']:.0f} s · "
