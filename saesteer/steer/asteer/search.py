@@ -10,13 +10,15 @@ For a code, prompts x_1..x_n and a grid α_1..α_G:
        `max_decodes` rounds (0: until none is open); a prompt's α is its first success, else its
        top-ranked candidate; without a judge: the top-ranked α, decoded once.
 
-Pruning (`prune`, default on; `Candidates`): the labels are monotone in α along a prompt — under
-below success below over — so a decode's label closes a side of the grid,
+Pruning (`prune`, default on; `Candidates`): taking the labels as monotone in α along a prompt —
+under below success below over — a decode's label closes a side of the grid,
 
     under at α_j  →  every α ≤ α_j closed        over at α_j  →  every α ≥ α_j closed,
 
 and the search stops when no candidate is open (a prompt with no success on the grid costs a
-few decodes, not G). The paper's search (SteerBoost's alphasearch) has no pruning: `prune=False`.
+few decodes, not G). One greedy rollout per α is not strictly monotone (u u u u S u u u o occurs),
+so pruning can lose a success the grid finds (measured in RESULTS.md). The paper's search
+(SteerBoost's alphasearch) has no pruning: `prune=False`.
 
 Cost in decoded tokens: K · G per prompt for the features plus the tokens of every full decode.
 The baselines on the same grid (`compare_on_table`, from complete rollout tables):
