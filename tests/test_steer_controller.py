@@ -216,6 +216,26 @@ def test_scoring_pass_equals_incremental_passes(tiny_model):
         torch.testing.assert_close(whole[:, n + k - 1], logits, atol=1e-4, rtol=1e-4)
 
 
+def test_scoring_pass_equals_incremental_passes_hf():
+    """The same on a Hugging Face model, through the benchmark's batched forward (the path the
+    capability probe takes for the default model)."""
+    from saesteer.bench.forward import sequence_outputs
+
+    model = tiny_llama()
+    ctl = hand_controller(32, 3, "", inputs=(1, 2), patched=(0, 1, 2), s_bias=3.0)
+    torch.manual_seed(2)
+    row, start = torch.randint(1, 120, (10,)), 6
+    with torch.no_grad(), steer(model, ctl, 4.0):
+        incremental = [model(row[None, : start + k]).logits[0, -1] for k in range(4)]
+        with ctl.scoring([start]):
+            whole = sequence_outputs(model, [row])[0][0]
+    plain = sequence_outputs(model, [row])[0][0]
+    for k, logits in enumerate(incremental):
+        torch.testing.assert_close(whole[start - 1 + k], logits, atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(whole[start - 1], plain[start - 1])
+    torch.testing.assert_close(whole[: start - 1], plain[: start - 1])  # the prompt is not patched
+
+
 def test_capability_scores_a_controller_as_it_generates(tiny_model):
     """The benchmark's multiple-choice score under a controller: each option's log-probs as
     generation would give them (prompt first, then one token longer per pass), not the
