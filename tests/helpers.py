@@ -13,6 +13,7 @@ import torch
 
 from saesteer.sae import SAE, SAEConfig
 from saesteer.steer.controlled import Controller, ControllerNet
+from saesteer.steer.hooks import steer
 from saesteer.steer.pairs import PreferencePair
 
 HOOK = "blocks.1.hook_resid_post"
@@ -185,7 +186,6 @@ def train_steer_argv(out, method: str = "mean-diff", *extra: str) -> list[str]:
 def direct_log_odds(model, tokenizer, pairs, code, alpha: float) -> list[float]:
     """Per pair, log π_α(chosen | prompt) − log π_α(rejected | prompt), each by one whole-model
     forward under `steer(model, code, α)` (the reference for the audit's preference numbers)."""
-    from saesteer.steer.hooks import steer
 
     out = []
     for pair in pairs:
@@ -207,7 +207,6 @@ def direct_log_odds(model, tokenizer, pairs, code, alpha: float) -> list[float]:
 def steered_logit_shift(model, code, ids) -> torch.Tensor:
     """|logits under `code` at α = 1 − plain logits| of `ids`, after checking that α = 0 gives the
     plain logits exactly (every intervention test first proves it moves the output)."""
-    from saesteer.steer.hooks import steer
 
     with torch.no_grad():
         plain = model(ids)
@@ -236,3 +235,15 @@ def hand_controller(
         net.fc2.weight[1:] *= 20  # spread the layer weights σ(w_l) away from 0.5
     directions = torch.randn(len(patched), d_model)
     return Controller(net, inputs, patched, directions, model_name, n_layers, timing, scale)
+
+
+def assert_hf_steers_like_tl(tl_model, hf_model, intervention, alpha: float, ids, msg: str = ""):
+    """`steer` on the HF model gives the TL model's logits (the intervention first shown to move
+    them), on the same weights."""
+    plain = tl_model(ids)
+    with steer(tl_model, intervention, alpha):
+        tl = tl_model(ids)
+    with steer(hf_model, intervention, alpha):
+        hf = hf_model(ids).logits
+    assert (tl - plain).abs().max() > 0.05, msg
+    torch.testing.assert_close(hf, tl, atol=2e-3, rtol=1e-3, msg=msg or None)

@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from helpers import assert_hf_steers_like_tl
 
 from saesteer.steer.codes import DenseVector
 from saesteer.steer.gates import ProjectionGate
@@ -209,7 +210,6 @@ def test_every_stream_is_the_same_edit_on_transformer_lens_and_hugging_face(
     model, tokenizer = default_model
     d = model.cfg.d_model
     ids = tokenizer("The ocean was calm that morning, and", return_tensors="pt").input_ids
-    plain = model(ids)
     g = torch.Generator().manual_seed(0)
     for stream in STREAMS:
         v = torch.randn(d, generator=g)
@@ -219,12 +219,7 @@ def test_every_stream_is_the_same_edit_on_transformer_lens_and_hugging_face(
             else Rotation2D(_plane(7, d), 60.0)
         )
         intervention = Intervention([Edit(Site(10, stream), op)], "t", model.cfg.model_name)
-        with steer(model, intervention, 1.0):
-            tl = model(ids)
-        with steer(default_hf_model, intervention, 1.0):
-            hf = default_hf_model(ids).logits
-        assert (tl - plain).abs().max() > 0.05, stream
-        torch.testing.assert_close(hf, tl, atol=2e-3, rtol=1e-3, msg=stream)
+        assert_hf_steers_like_tl(model, default_hf_model, intervention, 1.0, ids, stream)
 
 
 def test_a_feedback_edit_reads_the_same_block_input_on_transformer_lens_and_hugging_face(
@@ -244,10 +239,4 @@ def test_a_feedback_edit_reads_the_same_block_input_on_transformer_lens_and_hugg
         for layer in (10, 11)
     ]
     intervention = Intervention(edits, "lqr", model.cfg.model_name)
-    plain = model(ids)
-    with steer(model, intervention, 1.0):
-        tl = model(ids)
-    with steer(default_hf_model, intervention, 1.0):
-        hf = default_hf_model(ids).logits
-    assert (tl - plain).abs().max() > 0.05
-    torch.testing.assert_close(hf, tl, atol=2e-3, rtol=1e-3)
+    assert_hf_steers_like_tl(model, default_hf_model, intervention, 1.0, ids)

@@ -11,7 +11,7 @@ import json
 
 import pytest
 import torch
-from helpers import synthetic_pairs
+from helpers import assert_hf_steers_like_tl, synthetic_pairs
 
 from saesteer.steer.batching import tokenize_pairs
 from saesteer.steer.config import TrainSteerConfig
@@ -241,10 +241,4 @@ def test_same_steering_on_transformer_lens_and_hugging_face(default_model, defau
     config = _config(layers="8,12,16", selective_center=True)
     intervention = selective.fit(model, tokenizer, pairs, config)
     ids = tokenizer("The ocean was calm that morning, and", return_tensors="pt").input_ids
-    plain = model(ids)
-    with steer(model, intervention, 2.0):
-        tl = model(ids)
-    with steer(default_hf_model, intervention, 2.0):
-        hf = default_hf_model(ids).logits
-    assert (tl - plain).abs().max() > 0.05
-    torch.testing.assert_close(hf, tl, atol=2e-3, rtol=1e-3)
+    assert_hf_steers_like_tl(model, default_hf_model, intervention, 2.0, ids)

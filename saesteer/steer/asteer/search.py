@@ -185,8 +185,8 @@ def search_strength(
     texts = [""] * n
     first: dict[int, tuple[int, dict[str, Any]]] = {}
     open_ = [Candidates(grid, order[i], prune=prune) for i in range(n)]
-    rounds = len(grid) if judge is not None and max_decodes == 0 else max_decodes
-    for _ in range(1 if judge is None else min(rounds, len(grid))):
+    rounds = 1 if judge is None else min(max_decodes or len(grid), len(grid))
+    for _ in range(rounds):
         by_alpha: dict[int, list[int]] = {}
         for i in range(n):
             j = open_[i].next() if chosen[i] is None else None
